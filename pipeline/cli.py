@@ -1,0 +1,154 @@
+"""The `foldwise` command: one subcommand per DVC stage, plus predict and score for any test set.
+
+    foldwise prepare
+    foldwise train --fold 0
+    foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
+    foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
+
+A user's mistake ends in one line `error: ...` and exit code 2; heavy imports (torch, timm)
+happen inside the commands that need them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from serve.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="foldwise: k-fold timm training with DVC and ONNX batch inference for Kaggle image classification.")
+_logger = logging.getLogger("foldwise")
+
+
+@app.callback()
+def _setup(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+           verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    for noisy in ("torch", "onnxscript", "urllib3", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def download() -> None:
+    """Stage download: params `download` -> data/raw/competition.zip, data/raw/source.json.
+
+    Example: foldwise download
+    """
+    from pipeline import sources
+    sources.main()
+
+
+@app.command()
+def prepare() -> None:
+    """Stage prepare: data/raw/competition.zip -> validated arrays and folds in data/prepared/.
+
+    Example: foldwise prepare
+    """
+    from pipeline import prepare as stage
+    stage.main()
+
+
+@app.command()
+def train(fold: int = typer.Option(..., "--fold", "-k", help="Fold index (0-based).")) -> None:
+    """Stage train@k: train one fold -> models/folds/fold<k>/ (weights, OOF probabilities, metrics).
+
+    Example: foldwise train --fold 0
+    """
+    from pipeline import train as stage
+    stage.main(fold)
+
+
+@app.command()
+def ensemble() -> None:
+    """Stage ensemble: OOF predictions of all folds -> metrics.json, models/ensemble.json.
+
+    Example: foldwise ensemble
+    """
+    from pipeline import ensemble as stage
+    stage.main()
+
+
+@app.command()
+def export() -> None:
+    """Stage export: fold models -> models/ensemble.onnx (one graph), parity-checked with onnxruntime.
+
+    Example: foldwise export
+    """
+    from pipeline import export as stage
+    stage.main()
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(..., "--model", "-m", help="ONNX ensemble written by `foldwise export`."),
+    input: Path = typer.Option(..., "--input", "-i", help="Pixel CSV (id + pixel columns) or uint8 .npy [N,H,W(,C)]."),
+    output: Path = typer.Option(..., "--output", "-o", help="CSV to write: id,label."),
+    ids: Optional[Path] = typer.Option(None, help="For .npy input: CSV whose id column names the rows."),
+    sample: Optional[Path] = typer.Option(None, help="Sample submission: order rows like it and validate."),
+    probs: Optional[Path] = typer.Option(None, help="Also write class probabilities to this CSV."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per onnxruntime call [default 256]."),
+    provider: Optional[str] = typer.Option(None, help="auto | cpu | cuda [default auto]."),
+    threads: Optional[int] = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
+    config: Optional[Path] = typer.Option(None, help="Take defaults from this params file's `predict` section."),
+) -> None:
+    """Predict a held-out set with the ONNX ensemble (onnxruntime only, no torch).
+
+    Example: foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
+    """
+    from pipeline.config import PredictParams, build, load_section
+    from serve.predict import predict_file
+
+    p = load_section("predict", PredictParams, config) if config else build(PredictParams, {}, "predict")
+    chosen = build(PredictParams, {"batch_size": batch_size if batch_size is not None else p.batch_size,
+                                   "provider": provider or p.provider,
+                                   "threads": threads if threads is not None else p.threads},
+                   "predict", "command line")
+    result = predict_file(model, input, output, ids_path=ids, sample=sample, batch_size=chosen.batch_size,
+                          provider=chosen.provider, threads=chosen.threads, probs_output=probs)
+    typer.echo(f"wrote {output}: {result.rows} rows, {result.images_per_second:.0f} images/s on {result.provider}")
+
+
+@app.command()
+def submit() -> None:
+    """Stage submit: validate submissions/submission.csv; upload it if submit.enabled and credentials exist.
+
+    Example: foldwise submit
+    """
+    from pipeline import submit as stage
+    stage.main()
+
+
+@app.command()
+def score(submission: Path = typer.Argument(..., help="Submission CSV (id,label)."),
+          solution: Path = typer.Argument(..., help="Solution CSV (id,label[,Usage]) for some or all ids.")) -> None:
+    """Accuracy of a submission on the ids a solution file covers.
+
+    Example: foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
+    """
+    from serve.submission import score_submission
+
+    result = score_submission(submission, solution)
+    typer.echo(f"accuracy {result.accuracy:.4f} ({result.n_correct}/{result.n_scored} ids of {solution})")
+
+
+def main() -> None:
+    """Console entry point: user errors as one line and exit code 2."""
+    try:
+        app()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

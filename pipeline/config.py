@@ -1,0 +1,250 @@
+"""Typed params: each DVC stage reads its own section of params.yaml into a dataclass.
+
+    params = load_section("train", TrainParams)      # params.yaml -> TrainParams, validated
+
+Unknown keys, wrong types and out-of-range values fail at load with one line naming the key
+(`params.yaml: train.lr: must be > 0, got -1`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, TypeVar, Union
+
+import yaml
+
+from serve.errors import UserError
+
+PARAMS_FILE = "params.yaml"
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp: Any, key: str, src: str) -> Any:
+    """Check `value` against the annotation `tp` (and convert int->float, list->tuple)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, src)
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{src}: {key}: must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key, src)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{src}: {key}: must be a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]", src) for i, v in enumerate(value)] if args else value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{src}: {key}: must be a mapping, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{src}: {key}: must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{src}: {key}: must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{src}: {key}: must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{src}: {key}: must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def build(cls: type[T], data: Any, prefix: str, src: str = PARAMS_FILE) -> T:
+    """Make a `cls` dataclass from a mapping, rejecting unknown keys; then run its `validate`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{src}: {prefix}: must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise UserError(f"{src}: {prefix}.{unknown[0]}: unknown key (known: {', '.join(names)})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], f"{prefix}.{f.name}", src)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"{src}: {prefix}.{f.name}: required key is missing")
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(lambda msg, k=None: UserError(f"{src}: {prefix}{'.' + k if k else ''}: {msg}"))
+    return obj
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: params file not found (run from the project root)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of sections at the top level")
+    return data
+
+
+def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:
+    """Read and validate one section of params.yaml."""
+    return build(cls, read_params(path).get(section), section, str(path))
+
+
+def params_hash(obj: Any) -> str:
+    """Short stable hash of a params dataclass (or any JSON-able value)."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass
+class DownloadParams:
+    """Where the competition archive comes from."""
+    source: Literal["embedded", "local", "kaggle"] = "embedded"
+    path: str = "data/embedded/fashion-mnist/fashion-mnist.zip"  # embedded / local: a zip or folder
+    competition: str = "fashion-mnist"  # kaggle: the competition slug
+
+    def validate(self, err) -> None:
+        if self.source == "kaggle" and not self.competition.strip():
+            raise err("must name a competition slug when source is kaggle", "competition")
+
+
+@dataclass
+class PrepareParams:
+    """How to read the archive (layout, files, columns) and how to split it into folds."""
+    layout: Literal["pixel_csv"] = "pixel_csv"
+    train_file: str = "train.csv"
+    test_file: str = "test.csv"
+    sample_submission: str = "sample_submission.csv"
+    id_column: Optional[str] = None      # default: first column of the sample submission
+    target_column: Optional[str] = None  # default: second column of the sample submission
+    image_shape: Optional[list[int]] = None  # [H, W, C]; default: square grayscale
+    class_names: list[str] = field(default_factory=list)  # one per class; labels are 0..n-1
+    n_folds: int = 5
+    seed: int = 42
+
+    def validate(self, err) -> None:
+        if len(self.class_names) < 2:
+            raise err("must list at least two class names", "class_names")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise err("class names must be distinct", "class_names")
+        if self.n_folds < 2:
+            raise err(f"must be at least 2, got {self.n_folds}", "n_folds")
+        if self.image_shape is not None and (len(self.image_shape) != 3 or min(self.image_shape) < 1
+                                             or self.image_shape[2] not in (1, 3)):
+            raise err(f"must be [H, W, C] with C 1 or 3, got {self.image_shape}", "image_shape")
+
+
+@dataclass
+class TrainParams:
+    """One fold's training run (the fold index comes from the command line)."""
+    folds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # read by dvc.yaml's foreach
+    model: str = "foldwise_cnn"          # any timm model name (ours: foldwise_cnn, foldwise_mlp, ...)
+    model_kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs
+    pretrained: bool = False
+    drop_rate: float = 0.1
+    img_size: Optional[int] = None       # resize inside the model (e.g. 32 or 64); None: native
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "adamw"             # timm.optim name: adamw, sgd (nesterov), lamb, ...
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.1
+    seed: int = 0
+    num_workers: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    channels_last: bool = True
+    augment: dict = field(default_factory=dict)  # Albumentations A.to_dict() form
+
+    def validate(self, err) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise err(f"must be at least 1, got {getattr(self, name)}", name)
+        if self.lr <= 0:
+            raise err(f"must be > 0, got {self.lr}", "lr")
+        for name in ("weight_decay", "warmup_epochs", "min_lr", "num_workers"):
+            if getattr(self, name) < 0:
+                raise err(f"must be >= 0, got {getattr(self, name)}", name)
+        if not 0 <= self.drop_rate < 1:
+            raise err(f"must be in [0, 1), got {self.drop_rate}", "drop_rate")
+        if not 0 <= self.label_smoothing < 1:
+            raise err(f"must be in [0, 1), got {self.label_smoothing}", "label_smoothing")
+        if self.img_size is not None and self.img_size < 8:
+            raise err(f"must be at least 8, got {self.img_size}", "img_size")
+        if any(f < 0 for f in self.folds) or len(set(self.folds)) != len(self.folds):
+            raise err(f"must be distinct fold indices >= 0, got {self.folds}", "folds")
+        import timm  # noqa: PLC0415 (heavy: only when a train section is loaded)
+
+        from pipeline import models  # noqa: F401,PLC0415  registers foldwise_* in timm
+        if not timm.is_model(self.model):
+            near = timm.list_models(f"*{self.model.split('.')[0][:6]}*")[:5]
+            hint = f" (similar: {', '.join(near)})" if near else ""
+            raise err(f"unknown timm model '{self.model}'{hint}", "model")
+        from pipeline.augment import build_augment  # noqa: PLC0415
+        build_augment(self.augment, err)
+
+
+@dataclass
+class EnsembleParams:
+    method: Literal["mean_prob"] = "mean_prob"
+
+
+@dataclass
+class ExportParams:
+    opset: int = 18
+    parity_rows: int = 512   # OOF images used for the onnxruntime-vs-PyTorch check
+    rtol: float = 1e-3
+    atol: float = 1e-5
+
+    def validate(self, err) -> None:
+        if self.parity_rows < 1:
+            raise err(f"must be at least 1, got {self.parity_rows}", "parity_rows")
+        if self.opset < 17:
+            raise err(f"must be at least 17, got {self.opset}", "opset")
+
+
+@dataclass
+class PredictParams:
+    batch_size: int = 256
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Optional[int] = None
+
+    def validate(self, err) -> None:
+        if self.batch_size < 1:
+            raise err(f"must be at least 1, got {self.batch_size}", "batch_size")
+
+
+@dataclass
+class SubmitParams:
+    enabled: bool = False
+    competition: Optional[str] = None  # default: the slug the data was downloaded from
+    message: Optional[str] = None      # default: what produced the file (commit, OOF accuracy)

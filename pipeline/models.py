@@ -1,0 +1,166 @@
+"""Models: timm's registry plus small-image networks registered in it, and the wrapper that
+takes raw uint8-range pixels (so the ONNX graph can take uint8 images directly).
+
+    timm.create_model("foldwise_cnn", in_chans=1, num_classes=10)   # after `import pipeline.models`
+
+Registered here (course ladder: linear baseline -> MLP -> CNN):
+- `foldwise_linear`: logistic regression on the pixels.
+- `foldwise_mlp`: two hidden layers with batch norm and dropout.
+- `foldwise_cnn`, `foldwise_cnn_l`: VGG-style CNNs for 28-64 px images; unlike ImageNet
+  models they keep full resolution in the stem and downsample only twice.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import SelectAdaptivePool2d
+from timm.models import register_model
+
+from serve.errors import UserError
+
+_logger = logging.getLogger(__name__)
+
+
+def _conv_bn_act(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SmallImageCNN(nn.Module):
+    """Stages of 3x3 conv-BN-ReLU blocks; 2x2 max-pool between stages; global pool; dropout; fc."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128), depths: Sequence[int] = (2, 2, 1),
+                 num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
+                 global_pool: str = "avg", **_: Any) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_chans
+        for i, (w, d) in enumerate(zip(widths, depths)):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            for _j in range(d):
+                layers += _conv_bn_act(cin, w)
+                cin = w
+        self.features = nn.Sequential(*layers)
+        self.num_features = cin
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class MLP(nn.Module):
+    """Flatten -> (Linear-BN-ReLU-Dropout) x len(hidden) -> Linear. `hidden=()` is logistic regression."""
+
+    def __init__(self, hidden: Sequence[int] = (512, 256), num_classes: int = 1000, in_chans: int = 3,
+                 img_size: int = 28, drop_rate: float = 0.0, **_: Any) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        cin = in_chans * img_size * img_size
+        for h in hidden:
+            layers += [nn.Linear(cin, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True), nn.Dropout(drop_rate)]
+            cin = h
+        self.features = nn.Sequential(*layers)
+        self.num_features = cin
+        self.num_classes = num_classes
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _no_pretrained(name: str, pretrained: bool, kwargs: dict) -> dict:
+    if pretrained:
+        raise UserError(f"train.pretrained: {name} has no pretrained weights (set pretrained: false)")
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "drop_path_rate"):
+        kwargs.pop(key, None)
+    return kwargs
+
+
+@register_model
+def foldwise_cnn(pretrained: bool = False, **kwargs: Any) -> SmallImageCNN:
+    """~290k params: widths 32-64-128, depths 2-2-1. The CPU-friendly default."""
+    return SmallImageCNN(**{"widths": (32, 64, 128), "depths": (2, 2, 1), **_no_pretrained("foldwise_cnn", pretrained, kwargs)})
+
+
+@register_model
+def foldwise_cnn_l(pretrained: bool = False, **kwargs: Any) -> SmallImageCNN:
+    """~1.8M params: widths 64-128-256, depths 2-2-2. For GPUs or long CPU runs."""
+    return SmallImageCNN(**{"widths": (64, 128, 256), "depths": (2, 2, 2), **_no_pretrained("foldwise_cnn_l", pretrained, kwargs)})
+
+
+@register_model
+def foldwise_mlp(pretrained: bool = False, **kwargs: Any) -> MLP:
+    """Two hidden layers (512, 256) with batch norm and dropout."""
+    return MLP(**{"hidden": (512, 256), **_no_pretrained("foldwise_mlp", pretrained, kwargs)})
+
+
+@register_model
+def foldwise_linear(pretrained: bool = False, **kwargs: Any) -> MLP:
+    """Logistic regression on the pixels: the course's baseline."""
+    return MLP(**{"hidden": (), **_no_pretrained("foldwise_linear", pretrained, kwargs)})
+
+
+class ImageClassifier(nn.Module):
+    """uint8-range pixels `[N, C, H, W]` -> logits: scale to [0, 1], normalise, resize, timm model."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 img_size: int | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.img_size = img_size
+        self.register_buffer("scale", (1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))).view(1, -1, 1, 1))
+        self.register_buffer("shift", (torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() * self.scale - self.shift
+        if self.img_size is not None and x.shape[-1] != self.img_size:
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        return self.net(x)
+
+
+def create_classifier(model: str, num_classes: int, in_chans: int, native_size: int,
+                      mean: Sequence[float], std: Sequence[float], img_size: int | None = None,
+                      drop_rate: float = 0.0, pretrained: bool = False,
+                      model_kwargs: dict | None = None) -> ImageClassifier:
+    """A timm model (any registered name) inside the uint8-pixel wrapper."""
+    import timm  # noqa: PLC0415
+
+    kwargs = dict(model_kwargs or {})
+    size = img_size or native_size
+    if model.startswith(("foldwise_mlp", "foldwise_linear")):
+        kwargs.setdefault("img_size", size)
+    try:
+        net = timm.create_model(model, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
+                                drop_rate=drop_rate, **kwargs)
+    except (RuntimeError, OSError) as exc:
+        if pretrained:
+            raise UserError(f"train.pretrained: could not load pretrained weights for '{model}' "
+                            f"({str(exc).splitlines()[0][:160]}); this machine may have no access to "
+                            "the Hugging Face hub: set pretrained: false") from None
+        raise
+    except TypeError as exc:
+        raise UserError(f"train.model_kwargs: {model} rejected them ({exc})") from None
+    return ImageClassifier(net, mean, std, img_size)

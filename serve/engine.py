@@ -1,0 +1,132 @@
+"""Batch inference with onnxruntime on a foldwise ensemble (`models/ensemble.onnx`).
+
+    foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
+
+The ONNX file carries what serving needs as metadata (classes, image shape, id/target column
+names), so this module needs nothing from training. CUDA is used when onnxruntime has it and a
+GPU is present, otherwise the CPU; `Engine.provider` says which one the session really got.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import onnxruntime as ort
+
+from serve.errors import UserError
+from serve.readers import Chunk
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `export` writes into the ONNX metadata."""
+    classes: list[str]          # submission values, index = class index
+    class_names: list[str]      # human-readable names
+    image_shape: tuple[int, int, int]  # H, W, C
+    id_column: str
+    target_column: str
+    folds: list[int]
+
+
+def gpu_present() -> bool:
+    """True when an NVIDIA GPU device is visible to this process (Linux driver files)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
+
+
+def choose_providers(request: str = "auto") -> list[str]:
+    """Execution providers for a session: 'auto' (CUDA if usable, else CPU), 'cuda' or 'cpu'."""
+    available = ort.get_available_providers()
+    if request == "cpu":
+        return ["CPUExecutionProvider"]
+    cuda_ok = "CUDAExecutionProvider" in available and gpu_present()
+    if request == "cuda" and not cuda_ok:
+        raise UserError("--provider cuda: no CUDA GPU usable by onnxruntime here "
+                        f"(available providers: {', '.join(available)}; GPU present: {gpu_present()})")
+    if cuda_ok:
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except (OSError, RuntimeError) as exc:  # CUDA libraries not loadable: CPU it is
+                _logger.warning("could not preload CUDA libraries (%s); using the CPU", exc)
+                return ["CPUExecutionProvider"]
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class Engine:
+    """An onnxruntime session over one foldwise ensemble model."""
+
+    def __init__(self, model_path: str | os.PathLike, provider: str = "auto",
+                 threads: int | None = None) -> None:
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: model file not found")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=choose_providers(provider))
+        except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+                ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+                ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise UserError(f"{self.path}: not a valid ONNX model ({first})") from None
+        self.provider = self.session.get_providers()[0]
+        self.info = self._read_info()
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        h, w, c = self.info.image_shape
+        if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or list(inp.shape[1:]) != [c, h, w]:
+            raise UserError(f"{self.path}: input {inp.name} is {inp.type} {inp.shape}, expected "
+                            f"uint8 [N, {c}, {h}, {w}] as written by `foldwise export`")
+        _logger.info("model %s on %s", self.path, self.provider)
+
+    def _read_info(self) -> ModelInfo:
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            return ModelInfo(
+                classes=json.loads(meta["classes"]),
+                class_names=json.loads(meta["class_names"]),
+                image_shape=tuple(json.loads(meta["image_shape"])),
+                id_column=meta["id_column"],
+                target_column=meta["target_column"],
+                folds=json.loads(meta["folds"]),
+            )
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.path}: missing foldwise metadata ({exc}); export it with `foldwise export`") from None
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities `[N, num_classes]` for uint8 images `[N, C, H, W]`."""
+        return self.session.run(None, {self.input_name: images})[0]
+
+    def run(self, chunks: Iterable[Chunk], batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Yield (ids, probabilities) per chunk, batching the images `batch_size` at a time."""
+        for chunk in chunks:
+            probs = [self.predict(chunk.images[i:i + batch_size])
+                     for i in range(0, len(chunk.images), batch_size)]
+            yield chunk.ids, (np.concatenate(probs) if probs else np.zeros((0, len(self.info.classes)), np.float32))
+
+
+class Throughput:
+    """Counts images and seconds for a progress line."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.images = 0
+
+    def add(self, n: int) -> None:
+        self.images += n
+
+    @property
+    def per_second(self) -> float:
+        return self.images / max(time.perf_counter() - self.start, 1e-9)

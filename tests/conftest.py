@@ -1,0 +1,66 @@
+"""Shared fixtures: small slices of the real embedded competition, and a way to run the CLI."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = ROOT / "data/embedded/fashion-mnist"
+BIN = Path(sys.executable).parent
+
+
+def read_member(name: str, nrows: int | None = None) -> pd.DataFrame:
+    with zipfile.ZipFile(EMBEDDED / "fashion-mnist.zip") as zf, zf.open(name) as fh:
+        return pd.read_csv(fh, nrows=nrows, dtype={"id": str} if name != "train.csv" else None)
+
+
+@pytest.fixture(scope="session")
+def real_slice() -> dict[str, pd.DataFrame]:
+    """The first 400 train rows and 120 test rows of the embedded competition (real images)."""
+    train = read_member("train.csv", nrows=400)
+    test = read_member("test.csv", nrows=120)
+    sample = pd.DataFrame({"id": test["id"], "label": "0"})
+    return {"train.csv": train, "test.csv": test, "sample_submission.csv": sample}
+
+
+def write_zip(path: Path, frames: dict[str, pd.DataFrame | str | bytes]) -> Path:
+    """A competition zip from DataFrames (written as CSV) or raw text/bytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in frames.items():
+            if isinstance(content, pd.DataFrame):
+                buf = io.StringIO()
+                content.to_csv(buf, index=False)
+                content = buf.getvalue()
+            zf.writestr(name, content)
+    return path
+
+
+@pytest.fixture
+def slice_zip(tmp_path: Path, real_slice) -> Path:
+    return write_zip(tmp_path / "slice.zip", real_slice)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed `foldwise` console script."""
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    return subprocess.run([str(BIN / "foldwise"), *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Non-zero exit, no traceback, one `error:` line on stderr containing every needle."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
