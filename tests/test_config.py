@@ -1,0 +1,76 @@
+"""params.yaml: typed sections, unknown keys and bad values rejected at load with the key named."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, assert_one_line_error, run_cli
+from pipeline.config import (DownloadParams, EnsembleParams, ExportParams, PredictParams, PrepareParams,
+                             SubmitParams, TrainParams, load_section)
+from serve.errors import UserError
+
+SECTIONS = {"download": DownloadParams, "prepare": PrepareParams, "train": TrainParams,
+            "ensemble": EnsembleParams, "export": ExportParams, "predict": PredictParams, "submit": SubmitParams}
+
+
+def test_the_shipped_params_load() -> None:
+    for name, cls in SECTIONS.items():
+        assert isinstance(load_section(name, cls, ROOT / "params.yaml"), cls)
+
+
+def with_train(tmp_path: Path, **changes) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(changes)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"lrr": 0.1}, "train.lrr: unknown key"),
+    ({"lr": -1.0}, "train.lr: must be > 0, got -1.0"),
+    ({"lr": "fast"}, "train.lr: must be a number, got 'fast'"),
+    ({"epochs": 0}, "train.epochs: must be at least 1"),
+    ({"model": "resnet_does_not_exist"}, "train.model: unknown timm model 'resnet_does_not_exist'"),
+    ({"device": "tpu"}, "train.device: must be one of auto, cpu, cuda"),
+    ({"augment": {"transform": {"__class_fullname__": "NoSuchTransform"}}},
+     "train.augment: unknown Albumentations transform 'NoSuchTransform'"),
+    ({"augment": {"transform": {"__class_fullname__": "HorizontalFlip", "probability": 0.5}}},
+     "train.augment: invalid Albumentations spec"),
+    ({"augment": {"transform": {"__class_fullname__": "Affine", "scale": "big"}}},
+     "train.augment: invalid Albumentations spec"),
+    ({"augment": {"transforms": []}}, "train.augment: must be an Albumentations A.to_dict() mapping"),
+])
+def test_invalid_train_params_fail_at_load_naming_the_key(tmp_path: Path, changes: dict, needle: str) -> None:
+    path = with_train(tmp_path, **changes)
+    with pytest.raises(UserError) as exc:
+        load_section("train", TrainParams, path)
+    assert needle in str(exc.value) and str(exc.value).startswith(str(path))
+    assert "\n" not in str(exc.value)
+
+
+def test_invalid_param_through_the_cli_is_one_line(tmp_path: Path) -> None:
+    with_train(tmp_path, lr=-1.0)
+    result = run_cli("train", "--fold", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "params.yaml: train.lr: must be > 0")
+
+
+def test_unknown_section_key_and_bad_yaml(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("prepare:\n  n_fold: 3\n")
+    with pytest.raises(UserError, match=r"prepare\.n_fold: unknown key \(known: layout"):
+        load_section("prepare", PrepareParams, tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("prepare: [\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_section("prepare", PrepareParams, tmp_path / "params.yaml")
+
+
+def test_dvc_yaml_tracks_every_train_param_but_folds() -> None:
+    """The train stages list train params key by key; none may be forgotten (or a change would not retrain)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    tracked = {p.split(".", 1)[1] for p in dvc["stages"]["train"]["do"]["params"]}
+    fields = {f.name for f in dataclasses.fields(TrainParams)} - {"folds"}
+    assert tracked == fields

@@ -1,0 +1,130 @@
+"""End to end: `dvc repro` in a copy of the project on a small slice of the real data (CPU, tiny model).
+
+Checks the submission, the metrics, the ONNX parity record and the receipt, then that a second
+`dvc repro` runs nothing and that `foldwise predict` on the raw pixel CSV agrees with the stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import BIN, EMBEDDED, ROOT, run_cli, write_zip
+
+pytestmark = pytest.mark.e2e
+PROJECT_FILES = [".dvc/config", ".dvc/.gitignore", ".dvcignore", "dvc.yaml", "params.yaml", "pipeline", "serve"]
+
+
+def dvc(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def make_project(dst: Path, zip_path: Path, **sections) -> Path:
+    """A copy of the project whose download stage takes `zip_path` and whose params take `sections`."""
+    for rel in PROJECT_FILES:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    (dst / "data").mkdir(exist_ok=True)
+    shutil.copy2(zip_path, dst / "data/slice.zip")
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["download"].update(source="local", path="data/slice.zip")
+    params["prepare"].update(n_folds=2)
+    params["train"].update(folds=[0, 1], epochs=1, model="test_resnet", batch_size=64)
+    params["export"].update(parity_rows=64)
+    for name, values in sections.items():
+        params[name].update(values)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory, real_slice):
+    base = tmp_path_factory.mktemp("e2e")
+    zip_path = write_zip(base / "slice.zip", real_slice)
+    project = make_project(base / "project", zip_path)
+    result = dvc(project, "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return project, result, real_slice
+
+
+def test_repro_writes_a_valid_submission(repro) -> None:
+    project, _, frames = repro
+    sub = pd.read_csv(project / "submissions/submission.csv", dtype=str)
+    assert list(sub.columns) == ["id", "label"]
+    assert sub["id"].tolist() == frames["sample_submission.csv"]["id"].tolist()
+    assert set(sub["label"]) <= {str(i) for i in range(10)}
+
+
+def test_repro_writes_metrics_and_a_parity_checked_onnx(repro) -> None:
+    project, _, _ = repro
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert set(metrics["folds"]) == {"0", "1"}
+    assert 0.0 <= metrics["oof_accuracy"] <= 1.0 and metrics["oof_coverage"] == 1.0
+    assert metrics["fold_accuracy_std"] >= 0.0
+    export = json.loads((project / "models/export.json").read_text())
+    assert export["parity"]["passed"] and export["parity"]["rows"] == 64
+    assert export["parity"]["max_abs_diff"] <= 1e-3
+    for k in (0, 1):
+        fold = project / f"models/folds/fold{k}"
+        assert {"model.pt", "oof_probs.npy", "oof_rows.npy", "metrics.json", "curves.csv", "config.json"} <= {
+            p.name for p in fold.iterdir()}
+    shown = dvc(project, "metrics", "show")
+    assert shown.returncode == 0 and "oof_accuracy" in shown.stdout
+
+
+def test_submit_says_why_it_did_not_upload(repro) -> None:
+    project, result, _ = repro
+    receipt = json.loads((project / "submissions/receipt.json").read_text())
+    assert receipt["uploaded"] is False and "submit.enabled is false" in receipt["reason"]
+    assert "not uploaded: submit.enabled is false" in result.stdout
+
+
+def test_second_repro_runs_nothing(repro) -> None:
+    project, _, _ = repro
+    status = dvc(project, "status")
+    assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout, status.stdout
+    again = dvc(project, "repro")
+    assert again.returncode == 0
+    assert "Running stage" not in again.stdout, again.stdout
+
+
+def test_predict_cli_on_the_raw_csv_matches_the_stage(repro, tmp_path: Path) -> None:
+    project, _, frames = repro
+    test_csv = tmp_path / "test.csv"
+    frames["test.csv"].to_csv(test_csv, index=False)
+    out = tmp_path / "preds.csv"
+    result = run_cli("predict", "--model", str(project / "models/ensemble.onnx"), "--input", str(test_csv),
+                     "--output", str(out), "--probs", str(tmp_path / "probs.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "images/s on CPUExecutionProvider" in result.stdout
+    preds = pd.read_csv(out, dtype=str)
+    stage = pd.read_csv(project / "submissions/submission.csv", dtype=str)
+    assert preds.equals(stage)
+    probs = pd.read_csv(tmp_path / "probs.csv")
+    assert list(probs.columns) == ["id"] + [str(i) for i in range(10)]
+    assert (probs.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-4
+
+
+def test_score_on_the_public_ids_of_the_slice(repro, tmp_path: Path) -> None:
+    project, _, frames = repro
+    public = pd.read_csv(EMBEDDED / "public_solution.csv", dtype=str)
+    sol = public[public["id"].isin(set(frames["test.csv"]["id"]))]
+    sol.to_csv(tmp_path / "sol.csv", index=False)
+    sub = pd.read_csv(project / "submissions/submission.csv", dtype=str)
+    expected = (sol.merge(sub, on="id", suffixes=("", "_pred")).eval("label == label_pred")).mean()
+    result = run_cli("score", str(project / "submissions/submission.csv"), str(tmp_path / "sol.csv"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"accuracy {expected:.4f} (")

@@ -1,0 +1,19 @@
+"""serve/ is the inference half: it must run with onnxruntime and numpy alone, never torch or timm."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_serve_imports_neither_torch_nor_timm() -> None:
+    code = ("import sys, pkgutil, importlib, serve\n"
+            "for m in pkgutil.iter_modules(serve.__path__): importlib.import_module('serve.' + m.name)\n"
+            "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'timm', 'torchvision'))\n"
+            "print(len(list(pkgutil.iter_modules(serve.__path__))), bad)\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    n_modules = int(result.stdout.split()[0])
+    assert n_modules >= 6

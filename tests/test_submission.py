@@ -1,0 +1,77 @@
+"""Submission validation and scoring: the rules, and one-line errors naming file, row and column."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import EMBEDDED, assert_one_line_error, run_cli
+from serve.errors import UserError
+from serve.submission import score_submission, validate_submission
+
+CLASSES = [str(i) for i in range(10)]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    return write(tmp_path / "sample_submission.csv", "id,label\n0,0\n1,0\n2,0\n3,0\n")
+
+
+def test_valid_submission_passes(tmp_path: Path, sample: Path) -> None:
+    sub = write(tmp_path / "sub.csv", "id,label\n3,9\n1,0\n2,5\n0,1\n")
+    assert len(validate_submission(sub, sample, CLASSES)) == 4
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("id,label\n0,1\n1,1\n2,1\n", ["sub.csv", "id '3'", "is missing"]),
+    ("id,label\n0,1\n1,1\n2,1\n3,1\n4,1\n", ["sub.csv", "row 5 (line 6)", "id '4' is not in"]),
+    ("id,label,extra\n0,1,x\n1,1,x\n2,1,x\n3,1,x\n", ["sub.csv", "extra column 'extra'"]),
+    ("label,id\n1,0\n1,1\n1,2\n1,3\n", ["sub.csv", "columns out of order"]),
+    ("id,label\n0,1\n1,10\n2,1\n3,1\n", ["sub.csv", "row 2 (line 3)", "column 'label'", "'10' is not a class"]),
+    ("id,label\n0,1\n1,\n2,1\n3,1\n", ["sub.csv", "row 2 (line 3)", "column 'label'", "empty value"]),
+    ("id,label\n0,1\n1,1\n1,1\n3,1\n", ["sub.csv", "row 3 (line 4)", "id '1' appears twice"]),
+    ("id,label\n0,cat\n1,1\n2,1\n3,1\n", ["row 1 (line 2)", "'cat' is not a class"]),
+])
+def test_invalid_submissions_are_refused(tmp_path: Path, sample: Path, text: str, needles: list[str]) -> None:
+    sub = write(tmp_path / "sub.csv", text)
+    with pytest.raises(UserError) as exc:
+        validate_submission(sub, sample, CLASSES)
+    for needle in needles:
+        assert needle in str(exc.value), str(exc.value)
+
+
+def test_score_counts_only_solution_ids(tmp_path: Path) -> None:
+    sub = write(tmp_path / "sub.csv", "id,label\n0,1\n1,2\n2,3\n3,4\n")
+    sol = write(tmp_path / "sol.csv", "id,label,Usage\n1,2,Public\n3,0,Public\n")
+    result = score_submission(sub, sol)
+    assert (result.accuracy, result.n_scored, result.n_correct) == (0.5, 2, 1)
+
+
+def test_score_of_the_embedded_public_solution_against_itself_is_one(tmp_path: Path) -> None:
+    sol = EMBEDDED / "public_solution.csv"
+    result = run_cli("score", str(sol), str(sol))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("accuracy 1.0000 (3000/3000 ids")
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("id,label\n0,1\n1,2\n", ["sub.csv", "id '3' of", "sol.csv is missing"]),
+    ("id,label,conf\n0,1,1\n1,2,1\n3,0,1\n", ["sub.csv", "extra column 'conf'"]),
+    ("id,label\n0,1\n1,2\n1,2\n3,0\n", ["sub.csv", "row 3 (line 4)", "appears twice"]),
+])
+def test_score_errors_are_one_line_with_nonzero_exit(tmp_path: Path, text: str, needles: list[str]) -> None:
+    sub = write(tmp_path / "sub.csv", text)
+    sol = write(tmp_path / "sol.csv", "id,label\n1,2\n3,0\n")
+    result = run_cli("score", str(sub), str(sol))
+    assert result.returncode == 2
+    assert_one_line_error(result, *needles)
+
+
+def test_score_of_a_missing_file_names_it(tmp_path: Path) -> None:
+    result = run_cli("score", str(tmp_path / "nope.csv"), str(EMBEDDED / "public_solution.csv"))
+    assert_one_line_error(result, "nope.csv: file not found")
