@@ -56,13 +56,16 @@ def prepare() -> None:
 
 
 @app.command()
-def train(fold: int = typer.Option(..., "--fold", "-k", help="Fold index (0-based).")) -> None:
+def train(fold: int = typer.Option(..., "--fold", "-k", help="Fold index (0-based)."),
+          seed: Optional[int] = typer.Option(None, help="Seed [default: this fold's seed in train.folds].")) -> None:
     """Stage train@k: train one fold -> models/folds/fold<k>/ (weights, OOF probabilities, metrics).
 
-    Example: foldwise train --fold 0
+    Resumes from models/checkpoints/fold<k>/last.pt when it belongs to the same params, seed and data.
+
+    Example: foldwise train --fold 0 --seed 0
     """
     from pipeline import train as stage
-    stage.main(fold)
+    stage.main(fold, seed)
 
 
 @app.command()
@@ -136,6 +139,28 @@ def score(submission: Path = typer.Argument(..., help="Submission CSV (id,label)
 
     result = score_submission(submission, solution)
     typer.echo(f"accuracy {result.accuracy:.4f} ({result.n_correct}/{result.n_scored} ids of {solution})")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios measured side by side in one run.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("train")
+def bench_train(steps: int = typer.Option(60, help="Train steps per measurement."),
+                fold: int = typer.Option(0, help="Fold whose training rows feed the loader."),
+                rounds: int = typer.Option(2, help="Interleaved rounds (the median is printed).")) -> None:
+    """Training loop images/s vs the same model's steps on pre-made tensors (data-path overhead).
+
+    Example: foldwise bench train --steps 60
+    """
+    from pipeline.bench import bench_train as run_bench
+
+    r = run_bench(steps=steps, fold=fold, rounds=rounds)
+    typer.echo(f"model {r['model']}, batch {r['batch_size']}, workers {r['num_workers']}, "
+               f"{r['threads']} threads, {r['device']}, {r['steps']} steps x {rounds} rounds")
+    typer.echo(f"training loop   {r['train_loop_images_per_s']:8.0f} images/s")
+    typer.echo(f"pure compute    {r['pure_compute_images_per_s']:8.0f} images/s")
+    typer.echo(f"ratio {r['ratio']:.3f} (data-path overhead {100 * r['data_path_overhead']:.1f}%)")
 
 
 def main() -> None:

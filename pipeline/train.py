@@ -1,6 +1,6 @@
 """Stage `train@k`: train one fold of a timm model; keep its best epoch and its OOF predictions.
 
-    foldwise train --fold 0      # reads params.yaml `train`, data/prepared/
+    foldwise train --fold 0 --seed 0      # reads params.yaml `train`, data/prepared/
 
 Writes models/folds/fold<k>/:
   model.pt        best epoch's weights + how to rebuild the model (load with weights_only=True)
@@ -9,28 +9,37 @@ Writes models/folds/fold<k>/:
   metrics.json    validation accuracy / log-loss, best epoch, time, images/s
   curves.csv      per epoch: train loss/acc, validation loss/acc, lr, seconds
   config.json     the resolved params, fold, seed, device and library versions
+and models/checkpoints/fold<k>/last.pt after every epoch (model, optimizer, scheduler, EMA, RNG
+states, best so far). Killed and started again with the same params, data and seed, a fold
+resumes from that checkpoint and ends with the same weights as an uninterrupted run: every
+epoch's shuffling, augmentation, dropout and mixup are seeded from (seed, epoch), and each
+batch's augmentation from (seed, epoch, batch), whatever the number of workers.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import platform
 import random
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from pipeline.augment import build_augment
-from pipeline.config import TrainParams, load_section
+from pipeline.config import TrainParams, load_section, params_hash
 from pipeline.models import create_classifier
 from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
@@ -38,29 +47,60 @@ from serve.errors import UserError
 _logger = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
 MODELS = Path("models/folds")
+CHECKPOINTS = Path("models/checkpoints")
 
 
-class AugmentedImages(Dataset):
-    """uint8 images `[N, H, W, C]` kept in memory -> (uint8 tensor `[C, H, W]`, label)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, transform=None) -> None:
-        self.images, self.labels, self.rows, self.transform = images, labels, rows, transform
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        row = self.rows[i]
-        img = self.images[row]
-        if self.transform is not None:
-            img = self.transform(image=img)["image"].reshape(img.shape)
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), int(self.labels[row])
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (stable across runs and platforms)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+class EpochBatches(Sampler):
+    """Yields (rows, batch_seed) per batch: a permutation seeded by (seed, epoch); `set_epoch` first."""
+
+    def __init__(self, rows: np.ndarray, batch_size: int, seed: int, drop_last: bool) -> None:
+        self.rows, self.batch_size, self.seed, self.drop_last, self.epoch = rows, batch_size, seed, drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.rows)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        order = np.random.default_rng(derive_seed(self.seed, self.epoch)).permutation(self.rows)
+        for b in range(len(self)):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size], derive_seed(self.seed, self.epoch, b)
+
+
+class AugmentedBatches(Dataset):
+    """uint8 images `[N, H, W, C]` in memory -> a whole augmented batch (uint8 `[B, C, H, W]`, labels).
+
+    Taking whole batches lets workers (and the main process) seed the Albumentations pipeline once
+    per batch, so the result does not depend on which process made the batch.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[np.ndarray, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, seed = item
+        batch = self.images[rows]
+        if self.transform is not None:
+            self.transform.set_random_seed(seed)
+            batch = np.stack([self.transform(image=img)["image"].reshape(img.shape) for img in batch])
+        return (torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))),
+                torch.from_numpy(self.labels[rows].astype(np.int64)))
 
 
 def resolve_device(request: str) -> torch.device:
@@ -71,9 +111,19 @@ def resolve_device(request: str) -> torch.device:
     return torch.device(request)
 
 
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or amp == "off":
+        if amp in ("bf16", "fp16") and device.type != "cuda":
+            _logger.info("train.amp=%s applies on CUDA only; training in float32 on %s", amp, device)
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
 @torch.inference_mode()
 def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 512,
-                  channels_last: bool = False) -> np.ndarray:
+                  channels_last: bool = False, amp_dtype: torch.dtype | None = None) -> np.ndarray:
     """Softmax probabilities for uint8 images `[N, H, W, C]` (no augmentation)."""
     model.eval()
     out = []
@@ -81,7 +131,9 @@ def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, ba
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2))).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+            logits = model(x)
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -104,106 +156,292 @@ def load_prepared(prepared: Path, fold: int) -> tuple[dict, np.ndarray, np.ndarr
     return meta, images, labels, folds
 
 
-def run(params: TrainParams, fold: int, prepared: Path = PREPARED, models: Path = MODELS) -> dict:
-    meta, images, labels, folds = load_prepared(prepared, fold)
-    seed = params.seed + fold
-    seed_everything(seed)
-    device = resolve_device(params.device)
-    channels_last = params.channels_last and params.model not in ("foldwise_mlp", "foldwise_linear")
-    train_rows = np.flatnonzero(folds != fold)
-    val_rows = np.flatnonzero(folds == fold)
-    h, w, c = meta["image_shape"]
-    n_classes = len(meta["classes"])
-    model = create_classifier(params.model, n_classes, c, h, meta["mean"], meta["std"], params.img_size,
-                              params.drop_rate, params.pretrained, params.model_kwargs).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+def data_fingerprint(prepared: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("meta.json", "folds.csv", "train_labels.npy", "train_images.npy"):
+        h.update((prepared / name).read_bytes())
+    return h.hexdigest()[:16]
 
+
+def _rng_states() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]), "python": random.getstate()}
+
+
+def _restore_rng(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(("MT19937", states["numpy"].numpy().astype(np.uint32), states["numpy_pos"], 0, 0.0))
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in states["python"]))
+
+
+@dataclasses.dataclass
+class FoldRun:
+    """Everything one fold's training loop owns (what a checkpoint saves and restores)."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    ema: object | None
+    epoch: int = 0
+    updates: int = 0
+    best: dict | None = None
+    epochs_since_best: int = 0
+    curves: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    images_seen: int = 0
+
+    def state_dict(self, signature: str) -> dict:
+        return {"signature": signature, "epoch": self.epoch, "updates": self.updates,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "ema": self.ema.state_dict() if self.ema else None,
+                "best": self.best, "epochs_since_best": self.epochs_since_best, "curves": self.curves,
+                "seconds": self.seconds, "images_seen": self.images_seen, "rng": _rng_states()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        for key in ("epoch", "updates", "best", "epochs_since_best", "curves", "seconds", "images_seen"):
+            setattr(self, key, state[key])
+        _restore_rng(state["rng"])
+
+
+def load_checkpoint(path: Path, signature: str) -> dict | None:
+    """The checkpoint's state if it belongs to this exact run (params, fold, seed, data), else None."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        _logger.warning("%s: unreadable checkpoint (%s); starting the fold afresh", path, str(exc)[:120])
+        return None
+    if state.get("signature") != signature:
+        _logger.info("%s: from other params, seed or data; starting the fold afresh", path)
+        return None
+    return state
+
+
+def train_step(run: FoldRun, net: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
+               device: torch.device, channels_last: bool, amp_dtype, scaler, criterion, mixup) -> tuple[float, int]:
+    """One optimisation step on a uint8 batch; returns (loss, correct predictions)."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = y
+    if mixup is not None:
+        x, target = mixup(x.float(), y)
+    with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+        logits = net(x)
+        loss = criterion(logits, target)
+    run.optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(run.optimizer)
+    else:
+        loss.backward()
+    if params.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), params.grad_clip)
+    if scaler is not None:
+        scaler.step(run.optimizer)
+        scaler.update()
+    else:
+        run.optimizer.step()
+    run.updates += 1
+    if run.scheduler is not None:
+        run.scheduler.step_update(run.updates)
+    if run.ema is not None:
+        run.ema.update(run.model, step=run.updates)
+    return loss.item(), int((logits.argmax(1) == y).sum())
+
+
+def _train_one_epoch(run: FoldRun, net: nn.Module, loader: DataLoader, params: TrainParams, device: torch.device,
+                     channels_last: bool, amp_dtype, scaler, criterion, mixup, fold: int) -> tuple[float, float, int]:
+    """One pass over the loader; `net` is `run.model` or its torch.compile wrapper."""
+    net.train()
+    loss_sum, correct, count = 0.0, 0, 0
+    bar = tqdm(loader, desc=f"fold {fold} epoch {run.epoch + 1}/{params.epochs}", unit="batch",
+               disable=not sys.stderr.isatty(), leave=False, file=sys.stderr)
+    for x, y in bar:
+        loss, right = train_step(run, net, x, y, params, device, channels_last, amp_dtype, scaler, criterion, mixup)
+        loss_sum += loss * len(y)
+        correct += right
+        count += len(y)
+        bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
+    return loss_sum / max(count, 1), correct / max(count, 1), count
+
+
+def build_run(params: TrainParams, meta: dict, device: torch.device, steps_per_epoch: int) -> FoldRun:
     import timm.optim  # noqa: PLC0415
     import timm.scheduler  # noqa: PLC0415
+    import timm.utils  # noqa: PLC0415
 
-    loader = DataLoader(
-        AugmentedImages(images, labels, train_rows, build_augment(params.augment)),
-        batch_size=params.batch_size, shuffle=True, drop_last=len(train_rows) > params.batch_size,
-        num_workers=params.num_workers, persistent_workers=params.num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=lambda wid: seed_everything(seed * 100 + wid),
-    )
-    steps = params.epochs * len(loader)
+    h, _w, c = meta["image_shape"]
+    kwargs = dict(params.model_kwargs)
+    if params.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = params.drop_path_rate
+    model = create_classifier(params.model, len(meta["classes"]), c, h, meta["mean"], meta["std"], params.img_size,
+                              params.drop_rate, params.pretrained, kwargs).to(device)
+    opt_kwargs = {"momentum": params.momentum} if params.optimizer.lower() in ("sgd", "nesterov", "momentum") else {}
     optimizer = timm.optim.create_optimizer_v2(model, opt=params.optimizer, lr=params.lr,
-                                               weight_decay=params.weight_decay)
-    scheduler = timm.scheduler.CosineLRScheduler(
-        optimizer, t_initial=steps, lr_min=params.min_lr, warmup_t=int(params.warmup_epochs * len(loader)),
-        warmup_lr_init=params.lr * 0.01, t_in_epochs=False)
-    criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
-    _logger.info("fold %d: %s on %s, %d train / %d val images, %d epochs", fold, params.model, device,
-                 len(train_rows), len(val_rows), params.epochs)
+                                               weight_decay=params.weight_decay, **opt_kwargs)
+    scheduler = None
+    if params.sched != "none":
+        scheduler, _ = timm.scheduler.create_scheduler_v2(
+            optimizer, sched=params.sched, num_epochs=params.epochs, warmup_epochs=params.warmup_epochs,
+            warmup_lr=params.lr * 0.01, min_lr=params.min_lr, step_on_epochs=False,
+            updates_per_epoch=steps_per_epoch, decay_epochs=max(1, params.epochs // 3))
+    ema = timm.utils.ModelEmaV3(model, decay=params.ema_decay) if params.ema else None
+    return FoldRun(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema)
 
-    curves, best, updates, t_start, seen = [], None, 0, time.perf_counter(), 0
-    for epoch in range(1, params.epochs + 1):
-        model.train()
-        t_epoch = time.perf_counter()
-        loss_sum, correct, count = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"fold {fold} epoch {epoch}/{params.epochs}", unit="batch",
-                   disable=not sys.stderr.isatty(), leave=False, file=sys.stderr)
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x)
-            loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            updates += 1
-            scheduler.step_update(updates)
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            count += len(y)
-            bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
-        seen += count
-        train_seconds = time.perf_counter() - t_epoch
-        val_probs = predict_probs(model, images[val_rows], device, channels_last=channels_last)
+
+@dataclasses.dataclass
+class TrainingSetup:
+    """Model, optimizer, loader, loss and precision settings of one fold: shared by training and `bench`."""
+    run: FoldRun
+    net: nn.Module
+    loader: DataLoader
+    sampler: EpochBatches
+    channels_last: bool
+    amp_dtype: torch.dtype | None
+    criterion: nn.Module
+    mixup: object | None
+    scaler: object | None
+
+    @classmethod
+    def create(cls, params: TrainParams, meta: dict, images: np.ndarray, labels: np.ndarray,
+               train_rows: np.ndarray, device: torch.device, seed: int) -> "TrainingSetup":
+        channels_last = params.channels_last and not params.model.startswith(("foldwise_mlp", "foldwise_linear"))
+        amp_dtype = autocast_dtype(params.amp, device)
+        sampler = EpochBatches(train_rows, params.batch_size, seed, drop_last=len(train_rows) > params.batch_size)
+        loader = DataLoader(AugmentedBatches(images, labels, build_augment(params.augment)), sampler=sampler,
+                            batch_size=None, num_workers=params.num_workers,
+                            persistent_workers=params.num_workers > 0, pin_memory=device.type == "cuda")
+        fold_run = build_run(params, meta, device, len(sampler))
+        if channels_last:
+            fold_run.model.to(memory_format=torch.channels_last)
+        net = torch.compile(fold_run.model) if params.compile else fold_run.model
+        mixup = None
+        if params.mixup_alpha > 0 or params.cutmix_alpha > 0:
+            from timm.data import Mixup  # noqa: PLC0415
+            from timm.loss import SoftTargetCrossEntropy  # noqa: PLC0415
+            mixup = Mixup(mixup_alpha=params.mixup_alpha, cutmix_alpha=params.cutmix_alpha, prob=params.mixup_prob,
+                          label_smoothing=params.label_smoothing, num_classes=len(meta["classes"]))
+            criterion: nn.Module = SoftTargetCrossEntropy()
+        else:
+            criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        return cls(fold_run, net, loader, sampler, channels_last, amp_dtype, criterion, mixup, scaler)
+
+
+def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, models: Path = MODELS,
+        checkpoints: Path = CHECKPOINTS) -> dict:
+    meta, images, labels, folds = load_prepared(prepared, fold)
+    device = resolve_device(params.device)
+    if params.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(seed)
+    train_rows, val_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    t = TrainingSetup.create(params, meta, images, labels, train_rows, device, seed)
+    fold_run, net, loader, sampler = t.run, t.net, t.loader, t.sampler
+    channels_last, amp_dtype, criterion, mixup, scaler = t.channels_last, t.amp_dtype, t.criterion, t.mixup, t.scaler
+
+    signature = params_hash({"params": {k: v for k, v in dataclasses.asdict(params).items() if k != "folds"},
+                             "fold": fold, "seed": seed, "data": data_fingerprint(prepared)})
+    ckpt_path = checkpoints / f"fold{fold}" / "last.pt"
+    state = load_checkpoint(ckpt_path, signature)
+    if state is not None:
+        fold_run.load_state_dict(state)
+        _logger.info("fold %d: resuming from %s after epoch %d", fold, ckpt_path, fold_run.epoch)
+
+    _logger.info("fold %d (seed %d): %s on %s, %d train / %d val images, %d epochs", fold, seed, params.model,
+                 device, len(train_rows), len(val_rows), params.epochs)
+
+    stopped_early = False
+    while fold_run.epoch < params.epochs:
+        if params.patience is not None and fold_run.epochs_since_best >= params.patience:
+            stopped_early = True
+            break
+        epoch = fold_run.epoch + 1
+        seed_everything(derive_seed(seed, epoch))
+        sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        train_loss, train_acc, count = _train_one_epoch(fold_run, net, loader, params, device, channels_last,
+                                                        amp_dtype, scaler, criterion, mixup, fold)
+        train_seconds = time.perf_counter() - t0
+        scored = fold_run.ema.module if fold_run.ema is not None else fold_run.model
+        val_probs = predict_probs(scored, images[val_rows], device, channels_last=channels_last, amp_dtype=amp_dtype)
         val_acc = float((val_probs.argmax(1) == labels[val_rows]).mean())
         val_loss = log_loss(val_probs, labels[val_rows])
-        curves.append({"epoch": epoch, "train_loss": loss_sum / count, "train_accuracy": correct / count,
-                       "val_loss": val_loss, "val_accuracy": val_acc,
-                       "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t_epoch})
-        _logger.info("fold %d epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
-                     fold, epoch, params.epochs, loss_sum / count, correct / count, val_loss, val_acc,
-                     count / train_seconds)
-        if best is None or (val_acc, -val_loss) > (best["val_accuracy"], -best["val_loss"]):
-            best = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss, "probs": val_probs,
-                    "state": copy.deepcopy(model.state_dict())}
-    elapsed = time.perf_counter() - t_start
+        fold_run.epoch = epoch
+        fold_run.images_seen += count
+        fold_run.seconds += time.perf_counter() - t0
+        fold_run.curves.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                                "val_loss": val_loss, "val_accuracy": val_acc,
+                                "lr": fold_run.optimizer.param_groups[0]["lr"],
+                                "seconds": time.perf_counter() - t0,
+                                "train_images_per_second": count / train_seconds})
+        improved = fold_run.best is None or (val_acc, -val_loss) > (fold_run.best["val_accuracy"], -fold_run.best["val_loss"])
+        if improved:
+            fold_run.best = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss,
+                             "probs": torch.from_numpy(val_probs),
+                             "state": {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}}
+            fold_run.epochs_since_best = 0
+        else:
+            fold_run.epochs_since_best += 1
+        _logger.info("fold %d epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.0f img/s",
+                     fold, epoch, params.epochs, train_loss, train_acc, val_loss, val_acc,
+                     " *" if improved else "", count / train_seconds)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(fold_run.state_dict(signature), tmp)
+    return _write_outputs(params, meta, fold, seed, fold_run, val_rows, models / f"fold{fold}", device,
+                          channels_last, stopped_early)
 
-    out = models / f"fold{fold}"
+
+def _write_outputs(params: TrainParams, meta: dict, fold: int, seed: int, fold_run: FoldRun, val_rows: np.ndarray,
+                   out: Path, device: torch.device, channels_last: bool, stopped_early: bool) -> dict:
+    best = fold_run.best
+    h, _w, c = meta["image_shape"]
+    kwargs = dict(params.model_kwargs)
+    if params.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = params.drop_path_rate
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = {
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in best["state"].items()},
-        "model": {"name": params.model, "num_classes": n_classes, "in_chans": c, "native_size": h,
+        "state_dict": best["state"],
+        "model": {"name": params.model, "num_classes": len(meta["classes"]), "in_chans": c, "native_size": h,
                   "mean": meta["mean"], "std": meta["std"], "img_size": params.img_size,
-                  "drop_rate": params.drop_rate, "model_kwargs": params.model_kwargs},
-        "fold": fold, "epoch": best["epoch"],
+                  "drop_rate": params.drop_rate, "model_kwargs": kwargs},
+        "fold": fold, "seed": seed, "epoch": best["epoch"], "ema": params.ema,
     }
     with atomic_path(out / "model.pt") as tmp:
         torch.save(checkpoint, tmp)
-    for name, arr in (("oof_probs.npy", best["probs"]), ("oof_rows.npy", val_rows.astype(np.int64))):
+    for name, arr in (("oof_probs.npy", best["probs"].numpy()), ("oof_rows.npy", val_rows.astype(np.int64))):
         with atomic_path(out / name) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
     with atomic_path(out / "curves.csv") as tmp:
-        pd.DataFrame(curves).to_csv(tmp, index=False, float_format="%.6g")
-    metrics = {"fold": fold, "val_accuracy": round(best["val_accuracy"], 6),
+        pd.DataFrame(fold_run.curves).to_csv(tmp, index=False, float_format="%.6g")
+    train_time = sum(r["seconds"] for r in fold_run.curves)
+    metrics = {"fold": fold, "seed": seed, "val_accuracy": round(best["val_accuracy"], 6),
                "val_logloss": round(best["val_loss"], 6), "best_epoch": best["epoch"],
-               "epochs_run": len(curves), "train_seconds": round(elapsed, 1),
-               "train_images_per_second": round(seen / sum(r["seconds"] for r in curves), 1)}
+               "epochs_run": len(fold_run.curves), "stopped_early": stopped_early,
+               "train_seconds": round(fold_run.seconds, 1),
+               "train_images_per_second": round(fold_run.images_seen / max(train_time, 1e-9), 1)}
     write_json(out / "metrics.json", metrics)
+    import timm  # noqa: PLC0415
     write_json(out / "config.json", {
         "params": dataclasses.asdict(params), "fold": fold, "seed": seed, "device": str(device),
-        "channels_last": channels_last,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "timm": __import__("timm").__version__, "numpy": np.__version__}})
-    _logger.info("fold %d: best epoch %d, val accuracy %.4f, %.0fs", fold, best["epoch"], best["val_accuracy"], elapsed)
+        "channels_last": channels_last, "threads": torch.get_num_threads(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+                     "numpy": np.__version__}})
+    _logger.info("fold %d: best epoch %d, val accuracy %.4f, %.0fs", fold, best["epoch"], best["val_accuracy"],
+                 fold_run.seconds)
     return metrics
 
 
@@ -222,5 +460,11 @@ def load_fold_model(path: Path) -> tuple[nn.Module, dict]:
     return model.eval(), ckpt
 
 
-def main(fold: int) -> None:
-    run(load_section("train", TrainParams), fold)
+def main(fold: int, seed: int | None = None) -> None:
+    params = load_section("train", TrainParams)
+    if seed is None:
+        listed = {spec["fold"]: spec["seed"] for spec in params.folds}
+        if fold not in listed:
+            raise UserError(f"fold {fold} is not in params.yaml train.folds; pass --seed or add it there")
+        seed = listed[fold]
+    run(params, fold, seed)

@@ -41,7 +41,7 @@ def make_project(dst: Path, zip_path: Path, **sections) -> Path:
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["download"].update(source="local", path="data/slice.zip")
     params["prepare"].update(n_folds=2)
-    params["train"].update(folds=[0, 1], epochs=1, model="test_resnet", batch_size=64)
+    params["train"].update(folds=[{"fold": 0, "seed": 0}, {"fold": 1, "seed": 1}], epochs=1, model="test_resnet", batch_size=64)
     params["export"].update(parity_rows=64)
     for name, values in sections.items():
         params[name].update(values)

@@ -1,0 +1,125 @@
+"""Training engine: kill-and-resume equals an uninterrupted run; what a params change re-runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import BIN, write_zip
+from test_e2e import dvc, make_project
+
+TINY = {"epochs": 6, "batch_size": 32, "model": "foldwise_cnn", "model_kwargs": {"widths": [8, 16, 16]},
+        "deterministic": True, "ema": True, "ema_decay": 0.9, "mixup_alpha": 0.2, "num_workers": 0,
+        "folds": [{"fold": 0, "seed": 3}, {"fold": 1, "seed": 1}]}
+
+
+@pytest.fixture(scope="module")
+def prepared_project(tmp_path_factory, real_slice):
+    """A project copy that has run download+prepare on the slice, with tiny train params."""
+    base = tmp_path_factory.mktemp("resume")
+    project = make_project(base / "project", write_zip(base / "slice.zip", real_slice), train=TINY)
+    result = dvc(project, "repro", "prepare")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return project
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_sigkill_then_repro_resumes_and_equals_an_uninterrupted_run(prepared_project: Path) -> None:
+    project = prepared_project
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    ckpt = project / "models/checkpoints/fold0/last.pt"
+    # 1. interrupted: start the stage, SIGKILL it (dvc and the training process) after its first epoch
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "train@0"], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint was written before the kill"
+    killed_at = _load(ckpt)["epoch"]
+    assert 1 <= killed_at < TINY["epochs"], f"killed after epoch {killed_at}: not mid-fold"
+    assert not (project / "models/folds/fold0/model.pt").exists()
+    # 2. dvc repro again: resumes from the checkpoint and finishes
+    resumed = dvc(project, "repro", "train@0")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"resuming from {ckpt.relative_to(project)} after epoch" in resumed.stderr + resumed.stdout
+    resumed_model = _load(project / "models/folds/fold0/model.pt")
+    resumed_oof = np.load(project / "models/folds/fold0/oof_probs.npy")
+    resumed_curves = (project / "models/folds/fold0/curves.csv").read_text()
+    # 3. uninterrupted run of the same fold and seed, from scratch
+    ckpt.unlink()
+    fresh = subprocess.run([str(BIN / "foldwise"), "train", "--fold", "0"], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "resuming" not in fresh.stderr
+    fresh_model = _load(project / "models/folds/fold0/model.pt")
+    assert fresh_model["epoch"] == resumed_model["epoch"]
+    assert fresh_model["state_dict"].keys() == resumed_model["state_dict"].keys()
+    for key, value in fresh_model["state_dict"].items():
+        assert torch.equal(value, resumed_model["state_dict"][key]), key
+    assert np.array_equal(np.load(project / "models/folds/fold0/oof_probs.npy"), resumed_oof)
+    strip = lambda text: [ln.split(",")[:6] for ln in text.splitlines()]  # noqa: E731  (drop timings)
+    assert strip((project / "models/folds/fold0/curves.csv").read_text()) == strip(resumed_curves)
+
+
+def test_a_checkpoint_of_other_params_is_not_resumed(prepared_project: Path, tmp_path: Path) -> None:
+    from pipeline.config import TrainParams, build
+    from pipeline.train import run
+
+    os.chdir(prepared_project)
+    params = build(TrainParams, {**TINY, "epochs": 1}, "train")
+    run(params, fold=1, seed=1, models=tmp_path / "m", checkpoints=tmp_path / "c")
+    first = _load(tmp_path / "c/fold1/last.pt")
+    run(build(TrainParams, {**TINY, "epochs": 1, "lr": 0.001}, "train"), fold=1, seed=1,
+        models=tmp_path / "m", checkpoints=tmp_path / "c")
+    second = _load(tmp_path / "c/fold1/last.pt")
+    assert first["signature"] != second["signature"] and second["epoch"] == 1
+
+
+def _stale_stages(project: Path) -> set[str]:
+    result = dvc(project, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout or "{}"))
+
+
+def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_dependents(tmp_path_factory, real_slice) -> None:
+    base = tmp_path_factory.mktemp("status")
+    train = {**TINY, "epochs": 1, "ema": False, "mixup_alpha": 0.0, "deterministic": False}
+    project = make_project(base / "project", write_zip(base / "slice.zip", real_slice), train=train)
+    assert dvc(project, "repro").returncode == 0
+    assert _stale_stages(project) == set()
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+
+    params = yaml.safe_load(original)
+    params["train"]["folds"][1]["seed"] = 7
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"train@1"}
+    rerun = dvc(project, "repro")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    ran = {line.split("'")[1] for line in rerun.stdout.splitlines() if line.startswith("Running stage")}
+    assert {"train@1", "ensemble", "export"} <= ran and not ran & {"download", "prepare", "train@0"}, ran
+    original = params_path.read_text()  # the new baseline: everything is up to date with seed 7
+    assert _stale_stages(project) == set()
+
+    params = yaml.safe_load(original)
+    params["train"]["augment"]["transform"]["transforms"][0]["p"] = 0.25
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"train@0", "train@1"}
+
+    params = yaml.safe_load(original)
+    params["export"]["parity_rows"] = 32
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"export"}
