@@ -141,6 +141,19 @@ def score(submission: Path = typer.Argument(..., help="Submission CSV (id,label)
     typer.echo(f"accuracy {result.accuracy:.4f} ({result.n_correct}/{result.n_scored} ids of {solution})")
 
 
+@app.command()
+def preset(path: Path = typer.Argument(..., help="A presets/*.yaml file."),
+           params: Path = typer.Option(Path("params.yaml"), help="Params file to update.")) -> None:
+    """Merge a preset (partial params file) into params.yaml, validating the result first.
+
+    Example: foldwise preset presets/course-mlp.yaml && dvc repro
+    """
+    from pipeline.presets import apply_preset
+
+    changed = apply_preset(path, params)
+    typer.echo(f"{params}: set {', '.join(changed)} from {path}")
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios measured side by side in one run.")
 app.add_typer(bench_app, name="bench")
 

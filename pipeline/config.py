@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar, Union
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from serve.errors import UserError
 
@@ -100,9 +101,9 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: params file not found (run from the project root)")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
+    try:  # YAML 1.2 as DVC reads it (PyYAML would take `1e-05` for a string)
+        data = YAML(typ="safe", pure=True).load(p.read_text())
+    except YAMLError as exc:
         raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of sections at the top level")

@@ -8,6 +8,8 @@ Registered here (course ladder: linear baseline -> MLP -> CNN):
 - `foldwise_mlp`: two hidden layers with batch norm and dropout.
 - `foldwise_cnn`, `foldwise_cnn_l`: VGG-style CNNs for 28-64 px images; unlike ImageNet
   models they keep full resolution in the stem and downsample only twice.
+- `foldwise_wrn16_4`, `foldwise_wrn28_10`: CIFAR-style wide ResNets (Zagoruyko & Komodakis),
+  the architecture of the best published Fashion-MNIST single models (GPU settings).
 """
 from __future__ import annotations
 
@@ -91,6 +93,52 @@ class MLP(nn.Module):
         return self.fc(self.features(x))
 
 
+class WideBasic(nn.Module):
+    """Pre-activation wide-ResNet block: BN-ReLU-conv3x3-(dropout)-BN-ReLU-conv3x3 + shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int, drop: float) -> None:
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+        self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False)
+                         if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = F.relu(self.bn1(x))
+        y = self.conv2(self.drop(F.relu(self.bn2(self.conv1(o)))))
+        return y + (self.shortcut(o) if self.shortcut is not None else x)
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k for small images: conv3x3(16), three groups (16k, 32k, 64k; strides 1, 2, 2)."""
+
+    def __init__(self, depth: int = 28, widen: int = 10, num_classes: int = 1000, in_chans: int = 3,
+                 drop_rate: float = 0.0, block_drop: float = 0.0, **_: Any) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise UserError(f"train.model_kwargs: wide ResNet depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        layers: list[nn.Module] = [nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)]
+        cin = widths[0]
+        for g, stride in enumerate((1, 2, 2)):
+            for i in range(n):
+                layers.append(WideBasic(cin, widths[g + 1], stride if i == 0 else 1, block_drop))
+                cin = widths[g + 1]
+        layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.num_features = cin
+        self.num_classes = num_classes
+        self.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head_drop(self.global_pool(self.features(x))))
+
+
 def _no_pretrained(name: str, pretrained: bool, kwargs: dict) -> dict:
     if pretrained:
         raise UserError(f"train.pretrained: {name} has no pretrained weights (set pretrained: false)")
@@ -101,14 +149,26 @@ def _no_pretrained(name: str, pretrained: bool, kwargs: dict) -> dict:
 
 @register_model
 def foldwise_cnn(pretrained: bool = False, **kwargs: Any) -> SmallImageCNN:
-    """~290k params: widths 32-64-128, depths 2-2-1. The CPU-friendly default."""
+    """~140k params: widths 32-64-128, depths 2-2-1. The CPU-friendly default."""
     return SmallImageCNN(**{"widths": (32, 64, 128), "depths": (2, 2, 1), **_no_pretrained("foldwise_cnn", pretrained, kwargs)})
 
 
 @register_model
 def foldwise_cnn_l(pretrained: bool = False, **kwargs: Any) -> SmallImageCNN:
-    """~1.8M params: widths 64-128-256, depths 2-2-2. For GPUs or long CPU runs."""
+    """~1.15M params: widths 64-128-256, depths 2-2-2. For GPUs or long CPU runs."""
     return SmallImageCNN(**{"widths": (64, 128, 256), "depths": (2, 2, 2), **_no_pretrained("foldwise_cnn_l", pretrained, kwargs)})
+
+
+@register_model
+def foldwise_wrn16_4(pretrained: bool = False, **kwargs: Any) -> WideResNet:
+    """WRN-16-4, ~2.7M params."""
+    return WideResNet(**{"depth": 16, "widen": 4, **_no_pretrained("foldwise_wrn16_4", pretrained, kwargs)})
+
+
+@register_model
+def foldwise_wrn28_10(pretrained: bool = False, **kwargs: Any) -> WideResNet:
+    """WRN-28-10, ~36.5M params: the 96.3% Fashion-MNIST model with random erasing (GPU)."""
+    return WideResNet(**{"depth": 28, "widen": 10, **_no_pretrained("foldwise_wrn28_10", pretrained, kwargs)})
 
 
 @register_model

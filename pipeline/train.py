@@ -7,8 +7,8 @@ Writes models/folds/fold<k>/:
   oof_probs.npy   float32 [n_val, n_classes] on this fold's validation rows (best epoch)
   oof_rows.npy    int64 [n_val], those rows' indices in train_images.npy
   metrics.json    validation accuracy / log-loss, best epoch, time, images/s
-  curves.csv      per epoch: train loss/acc, validation loss/acc, lr, seconds
   config.json     the resolved params, fold, seed, device and library versions
+models/curves/fold<k>.csv (DVC plots: per epoch train/validation loss and accuracy, lr, seconds)
 and models/checkpoints/fold<k>/last.pt after every epoch (model, optimizer, scheduler, EMA, RNG
 states, best so far). Killed and started again with the same params, data and seed, a fold
 resumes from that checkpoint and ends with the same weights as an uninterrupted run: every
@@ -48,6 +48,7 @@ _logger = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
 MODELS = Path("models/folds")
 CHECKPOINTS = Path("models/checkpoints")
+CURVES = Path("models/curves")
 
 
 def derive_seed(*parts: int) -> int:
@@ -338,7 +339,7 @@ class TrainingSetup:
 
 
 def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, models: Path = MODELS,
-        checkpoints: Path = CHECKPOINTS) -> dict:
+        checkpoints: Path = CHECKPOINTS, curves_dir: Path = CURVES) -> dict:
     meta, images, labels, folds = load_prepared(prepared, fold)
     device = resolve_device(params.device)
     if params.deterministic:
@@ -402,11 +403,12 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
         with atomic_path(ckpt_path) as tmp:
             torch.save(fold_run.state_dict(signature), tmp)
     return _write_outputs(params, meta, fold, seed, fold_run, val_rows, models / f"fold{fold}", device,
-                          channels_last, stopped_early)
+                          channels_last, stopped_early, curves_dir / f"fold{fold}.csv")
 
 
 def _write_outputs(params: TrainParams, meta: dict, fold: int, seed: int, fold_run: FoldRun, val_rows: np.ndarray,
-                   out: Path, device: torch.device, channels_last: bool, stopped_early: bool) -> dict:
+                   out: Path, device: torch.device, channels_last: bool, stopped_early: bool,
+                   curves_path: Path) -> dict:
     best = fold_run.best
     h, _w, c = meta["image_shape"]
     kwargs = dict(params.model_kwargs)
@@ -425,7 +427,7 @@ def _write_outputs(params: TrainParams, meta: dict, fold: int, seed: int, fold_r
     for name, arr in (("oof_probs.npy", best["probs"].numpy()), ("oof_rows.npy", val_rows.astype(np.int64))):
         with atomic_path(out / name) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
-    with atomic_path(out / "curves.csv") as tmp:
+    with atomic_path(curves_path) as tmp:
         pd.DataFrame(fold_run.curves).to_csv(tmp, index=False, float_format="%.6g")
     train_time = sum(r["seconds"] for r in fold_run.curves)
     metrics = {"fold": fold, "seed": seed, "val_accuracy": round(best["val_accuracy"], 6),

@@ -59,6 +59,12 @@ def test_invalid_param_through_the_cli_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "params.yaml: train.lr: must be > 0")
 
 
+def test_floats_are_read_as_yaml_1_2_like_dvc(tmp_path: Path) -> None:
+    path = with_train(tmp_path)
+    path.write_text(path.read_text().replace("min_lr: 1.0e-05", "min_lr: 1e-05"))
+    assert load_section("train", TrainParams, path).min_lr == 1e-05
+
+
 def test_unknown_section_key_and_bad_yaml(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("prepare:\n  n_fold: 3\n")
     with pytest.raises(UserError, match=r"prepare\.n_fold: unknown key \(known: layout"):

@@ -79,10 +79,19 @@ def test_repro_writes_metrics_and_a_parity_checked_onnx(repro) -> None:
     assert export["parity"]["max_abs_diff"] <= 1e-3
     for k in (0, 1):
         fold = project / f"models/folds/fold{k}"
-        assert {"model.pt", "oof_probs.npy", "oof_rows.npy", "metrics.json", "curves.csv", "config.json"} <= {
+        assert {"model.pt", "oof_probs.npy", "oof_rows.npy", "metrics.json", "config.json"} <= {
             p.name for p in fold.iterdir()}
+        curves = pd.read_csv(project / f"models/curves/fold{k}.csv")
+        assert list(curves["epoch"]) == [1] and 0 <= curves["val_accuracy"].iloc[0] <= 1
     shown = dvc(project, "metrics", "show")
     assert shown.returncode == 0 and "oof_accuracy" in shown.stdout
+
+
+def test_dvc_plots_render(repro) -> None:
+    project, _, _ = repro
+    result = dvc(project, "plots", "show", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "validation accuracy per epoch" in result.stdout and "val_accuracy" in result.stdout
 
 
 def test_submit_says_why_it_did_not_upload(repro) -> None:

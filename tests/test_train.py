@@ -57,7 +57,7 @@ def test_sigkill_then_repro_resumes_and_equals_an_uninterrupted_run(prepared_pro
     assert f"resuming from {ckpt.relative_to(project)} after epoch" in resumed.stderr + resumed.stdout
     resumed_model = _load(project / "models/folds/fold0/model.pt")
     resumed_oof = np.load(project / "models/folds/fold0/oof_probs.npy")
-    resumed_curves = (project / "models/folds/fold0/curves.csv").read_text()
+    resumed_curves = (project / "models/curves/fold0.csv").read_text()
     # 3. uninterrupted run of the same fold and seed, from scratch
     ckpt.unlink()
     fresh = subprocess.run([str(BIN / "foldwise"), "train", "--fold", "0"], cwd=project, env=env,
@@ -71,7 +71,7 @@ def test_sigkill_then_repro_resumes_and_equals_an_uninterrupted_run(prepared_pro
         assert torch.equal(value, resumed_model["state_dict"][key]), key
     assert np.array_equal(np.load(project / "models/folds/fold0/oof_probs.npy"), resumed_oof)
     strip = lambda text: [ln.split(",")[:6] for ln in text.splitlines()]  # noqa: E731  (drop timings)
-    assert strip((project / "models/folds/fold0/curves.csv").read_text()) == strip(resumed_curves)
+    assert strip((project / "models/curves/fold0.csv").read_text()) == strip(resumed_curves)
 
 
 def test_a_checkpoint_of_other_params_is_not_resumed(prepared_project: Path, tmp_path: Path) -> None:
@@ -80,10 +80,10 @@ def test_a_checkpoint_of_other_params_is_not_resumed(prepared_project: Path, tmp
 
     os.chdir(prepared_project)
     params = build(TrainParams, {**TINY, "epochs": 1}, "train")
-    run(params, fold=1, seed=1, models=tmp_path / "m", checkpoints=tmp_path / "c")
+    run(params, fold=1, seed=1, models=tmp_path / "m", checkpoints=tmp_path / "c", curves_dir=tmp_path / "v")
     first = _load(tmp_path / "c/fold1/last.pt")
     run(build(TrainParams, {**TINY, "epochs": 1, "lr": 0.001}, "train"), fold=1, seed=1,
-        models=tmp_path / "m", checkpoints=tmp_path / "c")
+        models=tmp_path / "m", checkpoints=tmp_path / "c", curves_dir=tmp_path / "v")
     second = _load(tmp_path / "c/fold1/last.pt")
     assert first["signature"] != second["signature"] and second["epoch"] == 1
 
@@ -123,3 +123,13 @@ def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_depend
     params["export"]["parity_rows"] = 32
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     assert _stale_stages(project) == {"export"}
+
+
+def test_pretrained_without_hub_access_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    from pipeline.models import create_classifier
+    from serve.errors import UserError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: the weights are nowhere
+    with pytest.raises(UserError, match=r"train\.pretrained: could not load pretrained weights for 'resnet18'.*set pretrained: false"):
+        create_classifier("resnet18", 10, 1, 28, [0.3], [0.3], pretrained=True)
