@@ -99,9 +99,13 @@ def predict(
     batch_size: Optional[int] = typer.Option(None, help="Images per onnxruntime call [default 256]."),
     provider: Optional[str] = typer.Option(None, help="auto | cpu | cuda [default auto]."),
     threads: Optional[int] = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
+    chunk_rows: int = typer.Option(4096, help="Rows read, predicted and written (resumably) at a time."),
+    require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     config: Optional[Path] = typer.Option(None, help="Take defaults from this params file's `predict` section."),
 ) -> None:
     """Predict a held-out set with the ONNX ensemble (onnxruntime only, no torch).
+
+    Streams the input in chunks; if killed, the same command continues where it stopped.
 
     Example: foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
     """
@@ -114,8 +118,11 @@ def predict(
                                    "threads": threads if threads is not None else p.threads},
                    "predict", "command line")
     result = predict_file(model, input, output, ids_path=ids, sample=sample, batch_size=chosen.batch_size,
-                          provider=chosen.provider, threads=chosen.threads, probs_output=probs)
-    typer.echo(f"wrote {output}: {result.rows} rows, {result.images_per_second:.0f} images/s on {result.provider}")
+                          provider=chosen.provider, threads=chosen.threads, probs_output=probs,
+                          chunk_rows=chunk_rows, require_gpu=require_gpu)
+    resumed = f" (resumed after {result.resumed_rows})" if result.resumed_rows else ""
+    typer.echo(f"wrote {output}: {result.rows} rows{resumed}, {result.images_per_second:.0f} images/s "
+               f"on {result.provider}")
 
 
 @app.command()

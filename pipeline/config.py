@@ -247,19 +247,43 @@ class TrainParams:
 
 @dataclass
 class EnsembleParams:
-    method: Literal["mean_prob"] = "mean_prob"
+    """Candidates scored on OOF predictions; the best OOF accuracy (then log-loss) is exported."""
+    tta: list[str] = field(default_factory=lambda: ["hflip"])  # views besides the plain image
+    methods: list[str] = field(default_factory=lambda: ["mean_prob", "mean_logit", "weighted"])
+    batch_size: int = 1024
+
+    def validate(self, err) -> None:
+        from pipeline.tta import VIEWS  # noqa: PLC0415
+        for i, view in enumerate(self.tta):
+            if view not in VIEWS or view == "none":
+                raise err(f"unknown view '{view}' (views: {', '.join(v for v in VIEWS if v != 'none')})", f"tta[{i}]")
+        if len(set(self.tta)) != len(self.tta):
+            raise err(f"views listed twice: {self.tta}", "tta")
+        for i, method in enumerate(self.methods):
+            if method not in ("mean_prob", "mean_logit", "weighted"):
+                raise err(f"unknown method '{method}' (mean_prob, mean_logit, weighted)", f"methods[{i}]")
+        if not self.methods:
+            raise err("must list at least one method", "methods")
+        if self.batch_size < 1:
+            raise err(f"must be at least 1, got {self.batch_size}", "batch_size")
 
 
 @dataclass
 class ExportParams:
     opset: int = 18
-    parity_rows: int = 512   # OOF images used for the onnxruntime-vs-PyTorch check
+    parity_rows: int = 512     # OOF images for the onnxruntime-vs-PyTorch gate
+    max_abs_diff: float = 1e-4 # gate: max |prob difference|, and identical argmax
     rtol: float = 1e-3
     atol: float = 1e-5
+    eval_rows: int = 5000      # OOF images scoring each exported variant
+    calibration_rows: int = 512
 
     def validate(self, err) -> None:
-        if self.parity_rows < 1:
-            raise err(f"must be at least 1, got {self.parity_rows}", "parity_rows")
+        for name in ("parity_rows", "eval_rows", "calibration_rows"):
+            if getattr(self, name) < 1:
+                raise err(f"must be at least 1, got {getattr(self, name)}", name)
+        if self.max_abs_diff <= 0:
+            raise err(f"must be > 0, got {self.max_abs_diff}", "max_abs_diff")
         if self.opset < 17:
             raise err(f"must be at least 17, got {self.opset}", "opset")
 

@@ -1,9 +1,20 @@
-"""Stage `ensemble`: gather the folds' out-of-fold predictions and score them.
+"""Stage `ensemble`: score ensembling candidates on out-of-fold (OOF) predictions and pick one.
 
     foldwise ensemble            # reads params.yaml `ensemble`, models/folds/, data/prepared/
 
-Writes `metrics.json` (DVC metrics: OOF accuracy and log-loss overall and per fold, fold mean
-and std) and `models/ensemble.json` (method, folds, weights) for the export stage.
+Every training row is predicted by the one fold model that did not train on it, under each
+test-time augmentation view (`none` plus `ensemble.tta`). Candidates, each scored by OOF
+accuracy and log-loss, nothing tuned on test labels:
+  mean_prob   mean of the views' softmax probabilities
+  mean_logit  softmax of the views' mean logits
+  weighted    probabilities weighted per view, weights fitted on the OOF log-loss
+each with and without the TTA views. The best OOF accuracy (then log-loss) wins; at test time
+the same rule combines every fold x view (folds weigh equally: OOF rows each see one fold, so
+fold weights are not identifiable from them).
+
+Writes `metrics.json` (DVC metrics: per fold, OOF overall, every candidate, the choice),
+`models/ensemble.json` (the recipe the export stage builds) and `models/oof_logits.npy`
+([views, rows, classes], for the report).
 """
 from __future__ import annotations
 
@@ -13,9 +24,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.config import EnsembleParams, load_section
-from serve.atomic import write_json
+from pipeline.tta import VIEWS
+from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
@@ -39,47 +52,117 @@ def fold_dirs(models: Path, n_folds: int) -> dict[int, Path]:
     return found
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
+    return {"accuracy": round(float((probs.argmax(1) == labels).mean()), 6),
+            "logloss": round(float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1)).mean()), 6)}
+
+
+def fit_view_weights(view_probs: np.ndarray, labels: np.ndarray, steps: int = 300, lr: float = 0.5) -> np.ndarray:
+    """Weights on the simplex minimising the log-loss of sum_v w_v p_v (exponentiated gradient)."""
+    n_views = len(view_probs)
+    w = np.full(n_views, 1.0 / n_views)
+    p_true = view_probs[:, np.arange(len(labels)), labels]  # [V, N]
+    for _ in range(steps):
+        mix = np.clip(w @ p_true, 1e-15, None)
+        grad = -(p_true / mix).mean(axis=1)
+        w = w * np.exp(-lr * grad)
+        w /= w.sum()
+    return w
+
+
+def combine(logits: np.ndarray, method: str, weights: np.ndarray) -> np.ndarray:
+    """Probabilities from member logits `[M, N, C]` with per-member weights summing to 1."""
+    if method == "mean_logit":
+        return softmax(np.tensordot(weights, logits, axes=1))
+    return np.tensordot(weights, softmax(logits), axes=1)
+
+
+@torch.inference_mode()
+def oof_view_logits(dirs: dict[int, Path], images: np.ndarray, views: list[str], n_classes: int,
+                    batch_size: int) -> np.ndarray:
+    """Logits `[V, N, C]`: each row by its own fold's model, under each view."""
+    from pipeline.train import load_fold_model  # noqa: PLC0415
+
+    out = np.full((len(views), len(images), n_classes), np.nan, dtype=np.float32)
+    for k, d in dirs.items():
+        model, _ = load_fold_model(d / "model.pt")
+        rows = np.load(d / "oof_rows.npy")
+        for start in range(0, len(rows), batch_size):
+            idx = rows[start:start + batch_size]
+            x = torch.from_numpy(np.ascontiguousarray(images[idx].transpose(0, 3, 1, 2)))
+            for v, name in enumerate(views):
+                out[v, idx] = model(VIEWS[name](x)).float().numpy()
+        _logger.info("fold %d: OOF logits for %d rows under views %s", k, len(rows), views)
+    return out
+
+
 def run(params: EnsembleParams, prepared: Path = PREPARED, models: Path = MODELS,
-        metrics_path: Path = Path("metrics.json"), ensemble_path: Path = Path("models/ensemble.json")) -> dict:
+        metrics_path: Path = Path("metrics.json"), ensemble_path: Path = Path("models/ensemble.json"),
+        logits_path: Path = Path("models/oof_logits.npy")) -> dict:
     meta = json.loads((prepared / "meta.json").read_text())
     labels = np.load(prepared / "train_labels.npy")
+    images = np.load(prepared / "train_images.npy", mmap_mode="r")
     dirs = fold_dirs(models, meta["n_folds"])
-    n_classes = len(meta["classes"])
-    oof = np.full((len(labels), n_classes), np.nan, dtype=np.float32)
-    per_fold = {}
-    for k, d in dirs.items():
-        rows = np.load(d / "oof_rows.npy")
-        probs = np.load(d / "oof_probs.npy")
-        if probs.shape != (len(rows), n_classes):
-            raise UserError(f"{d / 'oof_probs.npy'}: shape {probs.shape}, expected {(len(rows), n_classes)}")
-        oof[rows] = probs
-        y = labels[rows]
-        per_fold[str(k)] = {
-            "accuracy": round(float((probs.argmax(1) == y).mean()), 6),
-            "logloss": round(float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-15, 1)).mean()), 6),
-            "best_epoch": json.loads((d / "metrics.json").read_text())["best_epoch"],
-        }
-    covered = ~np.isnan(oof[:, 0])
+    views = ["none", *params.tta]
+    logits = oof_view_logits(dirs, images, views, len(meta["classes"]), params.batch_size)
+    covered = ~np.isnan(logits[0, :, 0])
     if covered.sum() < len(labels):
         _logger.warning("OOF covers %d of %d rows: folds %s of %d trained", covered.sum(), len(labels),
                         sorted(dirs), meta["n_folds"])
-    y, p = labels[covered], oof[covered]
+    lg, y = logits[:, covered], labels[covered]
+
+    per_fold = {}
+    for k, d in dirs.items():
+        rows = np.load(d / "oof_rows.npy")
+        per_fold[str(k)] = {**scores(softmax(logits[0, rows]), labels[rows]),
+                            "best_epoch": json.loads((d / "metrics.json").read_text())["best_epoch"]}
+    candidates: dict[str, dict] = {}
+    recipes: dict[str, dict] = {}
+    view_sets = [["none"]] + ([views] if len(views) > 1 else [])
+    for vs in view_sets:
+        sub = lg[[views.index(v) for v in vs]]
+        suffix = "" if vs == ["none"] else "+tta"
+        for method in params.methods:
+            if method == "weighted":
+                if len(vs) == 1:
+                    continue
+                w = fit_view_weights(softmax(sub), y)
+                combine_as = "mean_prob"
+            else:
+                w = np.full(len(vs), 1.0 / len(vs))
+                combine_as = method
+            name = f"{method}{suffix}"
+            candidates[name] = scores(combine(sub, combine_as, w), y)
+            recipes[name] = {"combine": combine_as, "views": vs, "view_weights": [round(float(x), 6) for x in w]}
+    chosen = max(candidates, key=lambda n: (candidates[n]["accuracy"], -candidates[n]["logloss"]))
     accs = np.array([f["accuracy"] for f in per_fold.values()])
+    plain = candidates["mean_prob"] if "mean_prob" in candidates else next(iter(candidates.values()))
     metrics = {
-        "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6),
-        "oof_logloss": round(float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-15, 1)).mean()), 6),
+        "oof_accuracy": candidates[chosen]["accuracy"],
+        "oof_logloss": candidates[chosen]["logloss"],
+        "oof_accuracy_no_tta": plain["accuracy"],
         "oof_coverage": round(float(covered.mean()), 6),
         "fold_accuracy_mean": round(float(accs.mean()), 6),
         "fold_accuracy_std": round(float(accs.std()), 6),
-        "method": params.method,
+        "method": chosen,
         "folds": per_fold,
+        "candidates": candidates,
     }
     folds = sorted(dirs)
-    write_json(ensemble_path, {"method": params.method, "folds": folds,
-                               "weights": [round(1.0 / len(folds), 12)] * len(folds),
-                               "fold_dirs": [str(dirs[k]) for k in folds]})
+    write_json(ensemble_path, {"method": chosen, **recipes[chosen], "folds": folds,
+                               "fold_weights": [round(1.0 / len(folds), 12)] * len(folds),
+                               "fold_dirs": [str(dirs[k]) for k in folds], "all_views": views})
+    with atomic_path(logits_path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, logits)
     write_json(metrics_path, metrics)
-    _logger.info("OOF accuracy %.4f (folds %.4f ± %.4f)", metrics["oof_accuracy"], accs.mean(), accs.std())
+    _logger.info("OOF accuracy %.4f with %s (folds %.4f ± %.4f); candidates: %s", metrics["oof_accuracy"], chosen,
+                 accs.mean(), accs.std(), ", ".join(f"{n} {c['accuracy']:.4f}" for n, c in candidates.items()))
     return metrics
 
 

@@ -1,12 +1,19 @@
-"""Stage `export`: the fold models as one ONNX graph that *is* the ensemble, checked against PyTorch.
+"""Stage `export`: the ensemble as one ONNX graph, parity-gated, plus FP16 and INT8 variants.
 
     foldwise export              # reads params.yaml `export`, models/ensemble.json, models/folds/
 
-`models/ensemble.onnx`: input `images` uint8 [N, C, H, W] (dynamic N); inside: scaling and
-normalisation, every fold model, softmax, the ensemble weights; output `probs` [N, classes].
-Its metadata carries what serving needs (classes, class names, image shape, id/target columns,
-folds). Before the file is written, onnxruntime must reproduce PyTorch's probabilities on real
-(OOF) images within rtol/atol; `models/export.json` records the figures.
+`models/ensemble.onnx`: input `images` uint8 [N, C, H, W] (dynamic N). Inside: scaling and
+normalisation, every fold model, the TTA views, softmax and the chosen combination. Outputs
+`probs` [N, classes] and `fold_probs` [N, folds, classes] (each fold's views combined), the
+latter so that any exported graph can be scored out-of-fold: each training row by its own fold.
+Metadata: classes, class names, input layout, normalisation, image shape, id/target columns,
+folds, views, method, params hash. `onnx.checker` full check.
+
+Gate: on real OOF images, onnxruntime must match PyTorch (max |Δprob| <= max_abs_diff, within
+rtol/atol, identical argmax) or the stage fails and writes nothing. Variants:
+`ensemble_fp16.onnx` (float16 inside, uint8 in / float32 out; for GPUs) and `ensemble_int8.onnx`
+(onnxruntime static quantisation, QDQ, per-channel, calibrated on training images; for CPUs),
+each scored out-of-fold next to FP32 in `models/export.json`.
 """
 from __future__ import annotations
 
@@ -20,11 +27,13 @@ from typing import Sequence
 
 import numpy as np
 import onnx
+import pandas as pd
 import torch
 import torch.nn as nn
 
 from pipeline.config import ExportParams, load_section, params_hash
 from pipeline.train import load_fold_model
+from pipeline.tta import VIEWS
 from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
 
@@ -33,91 +42,214 @@ PREPARED = Path("data/prepared")
 
 
 class EnsembleModel(nn.Module):
-    """uint8 images -> weighted mean of the fold models' softmax probabilities."""
+    """uint8 images -> (ensemble probabilities [N, C], per-fold probabilities [N, K, C])."""
 
-    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float]) -> None:
+    def __init__(self, members: Sequence[nn.Module], views: Sequence[str], view_weights: Sequence[float],
+                 fold_weights: Sequence[float], combine: str) -> None:
         super().__init__()
+        if combine not in ("mean_prob", "mean_logit"):
+            raise ValueError(f"unknown combine rule {combine}")
         self.members = nn.ModuleList(members)
-        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32).view(-1, 1, 1))
+        self.views = list(views)
+        self.combine = combine
+        self.register_buffer("view_weights", torch.tensor(view_weights, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer("fold_weights", torch.tensor(fold_weights, dtype=torch.float32).view(-1, 1, 1))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([torch.softmax(m(images), dim=1) for m in self.members])
-        return (probs * self.weights).sum(dim=0)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = images.shape[0]
+        batch = torch.cat([VIEWS[v](images) for v in self.views]) if len(self.views) > 1 else images
+        per_fold = []
+        for member in self.members:
+            logits = member(batch).float().reshape(len(self.views), n, -1)  # [V, N, C]
+            if self.combine == "mean_logit":
+                per_fold.append((logits * self.view_weights).sum(0))
+            else:
+                per_fold.append((torch.softmax(logits, dim=-1) * self.view_weights).sum(0))
+        stacked = torch.stack(per_fold)  # [K, N, C]: logits (mean_logit) or probabilities (mean_prob)
+        if self.combine == "mean_logit":
+            probs = torch.softmax((stacked * self.fold_weights).sum(0), dim=-1)
+            fold_probs = torch.softmax(stacked, dim=-1)
+        else:
+            probs = (stacked * self.fold_weights).sum(0)
+            fold_probs = stacked
+        return probs, fold_probs.transpose(0, 1)
 
 
 def load_ensemble(ensemble_json: Path) -> tuple[EnsembleModel, dict]:
     spec = json.loads(ensemble_json.read_text())
     members = [load_fold_model(Path(d) / "model.pt")[0] for d in spec["fold_dirs"]]
-    return EnsembleModel(members, spec["weights"]).eval(), spec
+    model = EnsembleModel(members, spec["views"], spec["view_weights"], spec["fold_weights"], spec["combine"])
+    return model.eval(), spec
 
 
 class ParityError(UserError):
     """onnxruntime does not reproduce PyTorch: the export is refused."""
 
 
-def parity_check(onnx_path: Path, model: nn.Module, images_nhwc: np.ndarray, params: ExportParams) -> dict:
+def _session(path: Path):
     import onnxruntime as ort  # noqa: PLC0415
 
-    x = np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_graph(path: Path, images_nchw: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    session = _session(path)
+    outs = [session.run(["probs", "fold_probs"], {"images": images_nchw[i:i + batch_size]})
+            for i in range(0, len(images_nchw), batch_size)]
+    return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+
+def parity_check(onnx_path: Path, model: nn.Module, images_nchw: np.ndarray, params: ExportParams) -> dict:
     with torch.inference_mode():
-        ref = model(torch.from_numpy(x)).numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"images": x})[0]
-    diff = np.abs(got - ref)
-    ok = np.allclose(got, ref, rtol=params.rtol, atol=params.atol)
-    result = {"rows": int(len(x)), "max_abs_diff": float(diff.max()),
-              "argmax_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
-              "rtol": params.rtol, "atol": params.atol, "passed": bool(ok)}
-    if not ok:
-        raise ParityError(f"{onnx_path}: onnxruntime differs from PyTorch by up to {diff.max():.3g} "
-                          f"(rtol {params.rtol}, atol {params.atol}) on {len(x)} OOF images; export refused")
+        ref_probs, ref_folds = (t.numpy() for t in model(torch.from_numpy(images_nchw)))
+    got_probs, got_folds = run_graph(onnx_path, images_nchw)
+    diff = max(float(np.abs(got_probs - ref_probs).max()), float(np.abs(got_folds - ref_folds).max()))
+    same_argmax = bool((got_probs.argmax(1) == ref_probs.argmax(1)).all())
+    close = bool(np.allclose(got_probs, ref_probs, rtol=params.rtol, atol=params.atol))
+    result = {"rows": int(len(images_nchw)), "max_abs_diff": diff, "argmax_identical": same_argmax,
+              "max_abs_diff_limit": params.max_abs_diff, "rtol": params.rtol, "atol": params.atol,
+              "passed": bool(close and same_argmax and diff <= params.max_abs_diff)}
+    if not result["passed"]:
+        raise ParityError(f"{onnx_path.name}: onnxruntime differs from PyTorch by up to {diff:.3g} (limit "
+                          f"{params.max_abs_diff}, rtol {params.rtol}, atol {params.atol}, argmax identical: "
+                          f"{same_argmax}) on {len(images_nchw)} OOF images; export refused")
     return result
 
 
+def oof_scores(fold_probs: np.ndarray, probs: np.ndarray, row_folds: np.ndarray, labels: np.ndarray,
+               fold_order: list[int]) -> dict:
+    """Accuracy of each row's own fold (true OOF) and, for reference, of the full ensemble."""
+    col = np.array([fold_order.index(f) for f in row_folds])
+    own = fold_probs[np.arange(len(col)), col]
+    return {"oof_accuracy": round(float((own.argmax(1) == labels).mean()), 6),
+            "ensemble_accuracy_on_train_rows": round(float((probs.argmax(1) == labels).mean()), 6)}
+
+
+def score_variant(path: Path, x: np.ndarray, y: np.ndarray, row_folds: np.ndarray, fold_order: list[int],
+                  fp32: dict, fp32_probs: np.ndarray) -> dict:
+    """OOF accuracy of a variant graph and its change from FP32 (or why it could not be run here)."""
+    entry: dict = {"bytes": path.stat().st_size}
+    try:
+        probs, fold_probs = run_graph(path, x)
+    except Exception as exc:  # noqa: BLE001  (onnxruntime has no CPU kernel for some fp16 ops)
+        return {**entry, "checked": False,
+                "why_not": f"onnxruntime CPU could not run it: {str(exc).splitlines()[0][:200]}"}
+    scored = oof_scores(fold_probs, probs, row_folds, y, fold_order)
+    return {**entry, "checked": True, "rows": int(len(y)), **scored,
+            "oof_accuracy_delta": round(scored["oof_accuracy"] - fp32["oof_accuracy"], 6),
+            "max_abs_diff_vs_fp32": float(np.abs(probs - fp32_probs).max()),
+            "argmax_agreement_vs_fp32": float((probs.argmax(1) == fp32_probs.argmax(1)).mean())}
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over uint8 training images."""
+
+    def __init__(self, images_nchw: np.ndarray, batch_size: int = 64) -> None:
+        self.batches = iter([{"images": images_nchw[i:i + batch_size]} for i in range(0, len(images_nchw), batch_size)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
+
+    pre = dst.with_name(dst.stem + "_pre.onnx")
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    reduce_range=True, op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    pre.unlink()
+
+
+def to_fp16(src: Path, dst: Path) -> None:
+    from onnxconverter_common import float16  # noqa: PLC0415
+
+    # Cast nodes stay as they are: converting them breaks the uint8 -> float cast at the input.
+    model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
+                                             op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, "Cast"])
+    onnx.save(model, str(dst))
+
+
+def export_onnx(model: EnsembleModel, example: torch.Tensor, path: Path, metadata: dict[str, str],
+                opset: int = 18) -> None:
+    """torch.onnx (dynamo) export with a dynamic batch axis, then metadata and a full check."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["probs", "fold_probs"],
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},),
+                          opset_version=opset, dynamo=True, verbose=False)
+    _stamp(path, metadata)
+
+
+def _stamp(path: Path, metadata: dict[str, str]) -> None:
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "foldwise"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
 def run(params: ExportParams, prepared: Path = PREPARED, ensemble_json: Path = Path("models/ensemble.json"),
-        onnx_path: Path = Path("models/ensemble.onnx"), report_path: Path = Path("models/export.json")) -> dict:
+        out_dir: Path = Path("models"), report_path: Path = Path("models/export.json")) -> dict:
     meta = json.loads((prepared / "meta.json").read_text())
     model, spec = load_ensemble(ensemble_json)
-    h, w, c = meta["image_shape"]
     images = np.load(prepared / "train_images.npy", mmap_mode="r")
-    rows = np.linspace(0, len(images) - 1, num=min(params.parity_rows, len(images))).astype(np.int64)
-    sample = np.asarray(images[rows])
+    labels = np.load(prepared / "train_labels.npy")
+    row_folds = pd.read_csv(prepared / "folds.csv")["fold"].to_numpy()
+    rng = np.random.default_rng(0)
+    trained = np.flatnonzero(np.isin(row_folds, spec["folds"]))
+    eval_rows = np.sort(rng.choice(trained, size=min(params.eval_rows, len(trained)), replace=False))
+    parity_rows = eval_rows[:params.parity_rows]
+    calib_rows = np.sort(rng.choice(len(images), size=min(params.calibration_rows, len(images)), replace=False))
+    nchw = lambda rows: np.ascontiguousarray(np.asarray(images[rows]).transpose(0, 3, 1, 2))  # noqa: E731
+    h, w, c = meta["image_shape"]
+    metadata = {
+        "classes": json.dumps(meta["classes"]), "class_names": json.dumps(meta["class_names"]),
+        "image_shape": json.dumps([h, w, c]), "input_layout": "NCHW uint8 0-255",
+        "normalization": json.dumps({"scale": 1 / 255, "mean": meta["mean"], "std": meta["std"]}),
+        "id_column": meta["id_column"], "target_column": meta["target_column"],
+        "folds": json.dumps(spec["folds"]), "views": json.dumps(spec["views"]),
+        "ensemble_method": spec["method"], "combine": spec["combine"],
+        "view_weights": json.dumps(spec["view_weights"]), "fold_weights": json.dumps(spec["fold_weights"]),
+        "params_hash": params_hash({"export": params.__dict__, "ensemble": spec}),
+    }
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=onnx_path.parent, prefix=".export-") as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        example = torch.from_numpy(np.ascontiguousarray(sample[:2].transpose(0, 3, 1, 2)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(raw), input_names=["images"], output_names=["probs"],
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},),
-                              opset_version=params.opset, dynamo=True, verbose=False)
-        proto = onnx.load(str(raw))
-        metadata = {
-            "classes": json.dumps(meta["classes"]),
-            "class_names": json.dumps(meta["class_names"]),
-            "image_shape": json.dumps([h, w, c]),
-            "input_layout": "NCHW uint8 0-255",
-            "mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"]),
-            "id_column": meta["id_column"], "target_column": meta["target_column"],
-            "folds": json.dumps(spec["folds"]), "ensemble_method": spec["method"],
-            "weights": json.dumps(spec["weights"]),
-            "params_hash": params_hash({"export": params.__dict__, "ensemble": spec}),
-        }
-        for key, value in metadata.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "foldwise"
-        onnx.checker.check_model(proto, full_check=True)
-        checked = Path(tmp) / "ensemble.onnx"
-        onnx.save(proto, str(checked))
-        parity = parity_check(checked, model, sample, params)
-        with atomic_path(onnx_path) as out:
-            checked.replace(out)
-    report = {"onnx": str(onnx_path), "bytes": onnx_path.stat().st_size, "folds": spec["folds"],
-              "opset": params.opset, "export_seconds": round(time.perf_counter() - t0, 1), "parity": parity}
+    report: dict = {"folds": spec["folds"], "views": spec["views"], "method": spec["method"], "opset": params.opset}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        fp32 = tmp / "ensemble.onnx"
+        export_onnx(model, torch.from_numpy(nchw(parity_rows[:2])), fp32, {**metadata, "precision": "fp32"},
+                    params.opset)
+        report["parity"] = parity_check(fp32, model, nchw(parity_rows), params)
+        x_eval, y_eval, f_eval = nchw(eval_rows), labels[eval_rows], row_folds[eval_rows]
+        probs, fold_probs = run_graph(fp32, x_eval)
+        report["fp32"] = {"bytes": fp32.stat().st_size, "rows": int(len(eval_rows)),
+                          **oof_scores(fold_probs, probs, f_eval, y_eval, spec["folds"])}
+        int8, fp16 = tmp / "ensemble_int8.onnx", tmp / "ensemble_fp16.onnx"
+        quantize_int8(fp32, int8, nchw(calib_rows))
+        _stamp(int8, {**metadata, "precision": "int8 (QDQ, per-channel, static)"})
+        report["int8"] = score_variant(int8, x_eval, y_eval, f_eval, spec["folds"], report["fp32"], probs)
+        to_fp16(fp32, fp16)
+        _stamp(fp16, {**metadata, "precision": "fp16"})
+        report["fp16"] = score_variant(fp16, x_eval, y_eval, f_eval, spec["folds"], report["fp32"], probs)
+        outputs = {fp32: out_dir / "ensemble.onnx", int8: out_dir / "ensemble_int8.onnx",
+                   fp16: out_dir / "ensemble_fp16.onnx"}
+        for src, dst in outputs.items():
+            with atomic_path(dst) as final:
+                src.replace(final)
+    report["export_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(report_path, report)
-    _logger.info("%s: %d folds, parity max |Δp| %.2e on %d OOF images", onnx_path, len(spec["folds"]),
-                 parity["max_abs_diff"], parity["rows"])
+    _logger.info("ensemble.onnx: %d folds x %d views, parity max |Δp| %.1e on %d OOF images; OOF accuracy "
+                 "fp32 %.4f%s", len(spec["folds"]), len(spec["views"]), report["parity"]["max_abs_diff"],
+                 report["parity"]["rows"], report["fp32"]["oof_accuracy"],
+                 f", int8 {report['int8'].get('oof_accuracy', float('nan')):.4f}")
     return report
 
 

@@ -66,7 +66,7 @@ class Engine:
     """An onnxruntime session over one foldwise ensemble model."""
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, require_gpu: bool = False) -> None:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: model file not found")
@@ -74,6 +74,7 @@ class Engine:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=choose_providers(provider))
         except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
@@ -82,9 +83,14 @@ class Engine:
             first = str(exc).strip().splitlines()[0][:200]
             raise UserError(f"{self.path}: not a valid ONNX model ({first})") from None
         self.provider = self.session.get_providers()[0]
+        if require_gpu and self.provider != "CUDAExecutionProvider":
+            raise UserError(f"--require-gpu: onnxruntime runs {self.path.name} on {self.provider}, not CUDA "
+                            f"(available: {', '.join(ort.get_available_providers())}; GPU present: {gpu_present()})")
         self.info = self._read_info()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = "probs" if "probs" in outputs else outputs[0]
         h, w, c = self.info.image_shape
         if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or list(inp.shape[1:]) != [c, h, w]:
             raise UserError(f"{self.path}: input {inp.name} is {inp.type} {inp.shape}, expected "
@@ -107,7 +113,13 @@ class Engine:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities `[N, num_classes]` for uint8 images `[N, C, H, W]`."""
-        return self.session.run(None, {self.input_name: images})[0]
+        if self.provider == "CUDAExecutionProvider":  # IO binding: one copy in, one copy out
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, np.ascontiguousarray(images))
+            binding.bind_output(self.output_name)
+            self.session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0]
+        return self.session.run([self.output_name], {self.input_name: images})[0]
 
     def run(self, chunks: Iterable[Chunk], batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield (ids, probabilities) per chunk, batching the images `batch_size` at a time."""

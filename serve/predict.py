@@ -1,19 +1,29 @@
-"""Predict labels for a held-out set with an ONNX ensemble and write a (validated) CSV.
+"""Predict labels for a held-out set with an ONNX ensemble: streaming, overlapped, resumable.
 
     foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
-    foldwise predict --model models/ensemble.onnx --input data/prepared/test_images.npy \
-        --ids data/prepared/test_ids.csv --sample data/prepared/sample_submission.csv \
+    foldwise predict --model models/ensemble.onnx --input data/prepared/test_images.npy \\
+        --ids data/prepared/test_ids.csv --sample data/prepared/sample_submission.csv \\
         --output submissions/submission.csv
 
-Input: a pixel CSV (ids from the model's id column if present, else row numbers) or a uint8
-`.npy`. With `--sample`, rows follow the sample submission's id order and the file is checked
-against it (columns, ids, classes) before it replaces the output.
+Input: a pixel CSV, a uint8 `.npy` or a folder of images, read in chunks by a producer thread
+into a bounded queue while onnxruntime works on the previous chunk, so memory stays flat
+however large the set. Each finished chunk is appended to `<output>.partial` and recorded in
+`<output>.partial.json`; a killed run started again with the same input, model and chunk size
+continues after the last finished chunk, and the final file is byte-identical to an
+uninterrupted run's. With `--sample`, rows follow the sample submission's id order and the file
+is checked against it (columns, ids, classes) before it replaces the output.
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import os
+import queue
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +31,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from serve.atomic import atomic_path
+from serve.atomic import atomic_path, write_json
 from serve.csvfiles import read_csv_strings
-from serve.engine import Engine, Throughput
+from serve.engine import Engine
 from serve.errors import UserError
-from serve.readers import NpyReader, PixelCsvReader
-from serve.submission import validate_submission
+from serve.readers import Chunk, ImageFolderReader, NpyReader, PixelCsvReader
 
 _logger = logging.getLogger(__name__)
+_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -37,10 +47,13 @@ class PredictResult:
     seconds: float
     images_per_second: float
     provider: str
+    resumed_rows: int
 
 
 def _open_reader(engine: Engine, input_path: Path, ids_path: Path | None):
     info = engine.info
+    if input_path.is_dir():
+        return ImageFolderReader(input_path, info.image_shape)
     suffix = input_path.suffix.lower()
     if suffix == ".csv":
         return PixelCsvReader(input_path, info.image_shape, info.id_column, ignore_columns=[info.target_column])
@@ -52,54 +65,188 @@ def _open_reader(engine: Engine, input_path: Path, ids_path: Path | None):
                 raise UserError(f"{ids_path}: no column '{info.id_column}' (the model's id column)")
             ids = ids_df[info.id_column].tolist()
         return NpyReader(input_path, info.image_shape, ids)
-    raise UserError(f"{input_path}: unsupported input type '{suffix}' (use a pixel .csv or a uint8 .npy)")
+    raise UserError(f"{input_path}: unsupported input '{suffix}' (a pixel .csv, a uint8 .npy or a folder of images)")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _signature(model: Path, input_path: Path, chunk_rows: int, with_probs: bool) -> dict:
+    st = input_path.stat()
+    return {"model_sha256": _file_digest(model), "input": str(input_path.resolve()), "input_size": st.st_size,
+            "input_mtime_ns": st.st_mtime_ns, "chunk_rows": chunk_rows, "probs": with_probs}
+
+
+class _Producer(threading.Thread):
+    """Reads chunks ahead into a bounded queue (reading and decoding overlap inference)."""
+
+    def __init__(self, chunks, depth: int = 2) -> None:
+        super().__init__(daemon=True)
+        self.chunks, self.queue, self.stop = chunks, queue.Queue(maxsize=depth), threading.Event()
+
+    def run(self) -> None:
+        try:
+            for chunk in self.chunks:
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(chunk, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001  (handed to the consumer, which re-raises it)
+            self.queue.put(exc)
+            return
+        self.queue.put(_DONE)
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def _csv_text(df: pd.DataFrame, header: bool, float_format: str | None = None) -> bytes:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, header=header, float_format=float_format, lineterminator="\n")
+    return buf.getvalue().encode()
+
+
+class _ResumableOutput:
+    """`<path>.partial` appended chunk by chunk, with `<path>.partial.json` recording what is done."""
+
+    def __init__(self, path: Path, header: bytes) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.header = header
+
+    def open(self, done_bytes: int | None):
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        if done_bytes is None:
+            fh = open(self.partial, "wb")
+            fh.write(self.header)
+        else:
+            fh = open(self.partial, "r+b")
+            fh.truncate(done_bytes)
+            fh.seek(done_bytes)
+        return fh
 
 
 def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output: str | os.PathLike,
                  ids_path: str | os.PathLike | None = None, sample: str | os.PathLike | None = None,
                  batch_size: int = 256, provider: str = "auto", threads: int | None = None,
-                 probs_output: str | os.PathLike | None = None, chunk_rows: int = 4096) -> PredictResult:
-    """Run the model over `input_path`, write `id,label` to `output` (and probabilities if asked)."""
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    engine = Engine(model, provider=provider, threads=threads)
+                 probs_output: str | os.PathLike | None = None, chunk_rows: int = 4096,
+                 require_gpu: bool = False) -> PredictResult:
+    """Run the model over `input_path`; write `id,label` to `output` (and probabilities if asked)."""
+    if batch_size < 1 or chunk_rows < 1:
+        raise UserError(f"--batch-size and --chunk-rows must be at least 1, got {batch_size}, {chunk_rows}")
+    model, input_path, output = Path(model), Path(input_path), Path(output)
+    engine = Engine(model, provider=provider, threads=threads, require_gpu=require_gpu)
     info = engine.info
-    reader = _open_reader(engine, Path(input_path), Path(ids_path) if ids_path else None)
-    all_ids: list[str] = []
-    all_probs: list[np.ndarray] = []
-    speed = Throughput()
-    with tqdm(desc=f"predict ({engine.provider})", unit="img", disable=not sys.stderr.isatty(),
-              file=sys.stderr) as bar:
-        for ids, probs in engine.run(reader.chunks(chunk_rows), batch_size):
-            all_ids.extend(ids)
-            all_probs.append(probs)
-            speed.add(len(ids))
-            bar.update(len(ids))
-    probs = np.concatenate(all_probs) if all_probs else np.zeros((0, len(info.classes)), np.float32)
-    labels = np.asarray(info.classes, dtype=object)[probs.argmax(axis=1)] if len(probs) else np.array([], object)
-    df = pd.DataFrame({info.id_column: all_ids, info.target_column: labels})
-    if sample is not None:
-        sample_df = read_csv_strings(sample)
-        order = sample_df.iloc[:, 0]
-        by_id = df.set_index(info.id_column)
-        if by_id.index.duplicated().any():
-            raise UserError(f"{input_path}: id '{by_id.index[by_id.index.duplicated()][0]}' appears twice")
-        missing = order[~order.isin(by_id.index)]
-        if len(missing):
-            raise UserError(f"{input_path}: id '{missing.iloc[0]}' of {sample} has no image "
-                            f"({len(missing)} ids missing)")
-        df = by_id.loc[order].reset_index()
-        df.columns = list(sample_df.columns)
-    with atomic_path(output) as tmp:
-        df.to_csv(tmp, index=False)
-        if sample is not None:
-            validate_submission(tmp, sample, info.classes, name=str(output))
+    if not input_path.exists():
+        raise UserError(f"{input_path}: file not found")
+    reader = _open_reader(engine, input_path, Path(ids_path) if ids_path else None)
+    state_path = output.with_name(output.name + ".partial.json")
+    signature = _signature(model, input_path, chunk_rows, probs_output is not None)
+    outs = [_ResumableOutput(output, f"{info.id_column},{info.target_column}\n".encode())]
     if probs_output is not None:
-        prob_df = pd.DataFrame(probs, columns=info.classes)
-        prob_df.insert(0, info.id_column, all_ids)
-        with atomic_path(probs_output) as tmp:
-            prob_df.to_csv(tmp, index=False, float_format="%.6g")
-    seconds = len(df) / speed.per_second if speed.images else 0.0
-    _logger.info("%d rows -> %s (%.0f images/s on %s)", len(df), output, speed.per_second, engine.provider)
-    return PredictResult(rows=len(df), seconds=seconds, images_per_second=speed.per_second,
-                         provider=engine.provider)
+        outs.append(_ResumableOutput(Path(probs_output), (",".join([info.id_column, *info.classes]) + "\n").encode()))
+    state = None
+    if state_path.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except json.JSONDecodeError:
+            state = None
+        if (state is None or state.get("signature") != signature
+                or not all(o.partial.exists() and o.partial.stat().st_size >= b for o, b in zip(outs, state["bytes"]))):
+            state = None
+    done_rows = state["rows"] if state else 0
+    if state:
+        _logger.info("resuming %s after %d rows (%d chunks)", output, done_rows, state["chunks"])
+    handles = [o.open(state["bytes"][i] if state else None) for i, o in enumerate(outs)]
+    producer = _Producer(reader.chunks(chunk_rows, skip=done_rows))
+    total = len(getattr(reader, "files", getattr(reader, "array", []))) or None
+    chunks_done, rows, t0, last_log = (state["chunks"] if state else 0), done_rows, time.perf_counter(), time.monotonic()
+    classes = np.asarray(info.classes, dtype=object)
+    try:
+        producer.start()
+        with tqdm(desc=f"predict ({engine.provider})", unit="img", total=total, initial=done_rows,
+                  disable=not sys.stderr.isatty(), file=sys.stderr, smoothing=0.1) as bar:
+            for chunk in producer:
+                probs = np.concatenate([engine.predict(chunk.images[i:i + batch_size])
+                                        for i in range(0, len(chunk.images), batch_size)])
+                df = pd.DataFrame({info.id_column: chunk.ids, info.target_column: classes[probs.argmax(1)]})
+                handles[0].write(_csv_text(df, header=False))
+                if len(handles) > 1:
+                    pdf = pd.DataFrame(probs, columns=info.classes)
+                    pdf.insert(0, info.id_column, chunk.ids)
+                    handles[1].write(_csv_text(pdf, header=False, float_format="%.6g"))
+                for fh in handles:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                chunks_done += 1
+                rows += len(chunk.ids)
+                write_json(state_path, {"signature": signature, "chunks": chunks_done, "rows": rows,
+                                        "bytes": [fh.tell() for fh in handles]})
+                bar.update(len(chunk.ids))
+                if bar.disable and time.monotonic() - last_log >= 10:  # no terminal: a log line every 10 s
+                    last_log = time.monotonic()
+                    _logger.info("predict: %d images, %.0f images/s", rows,
+                                 (rows - done_rows) / (time.perf_counter() - t0))
+    except UserError:
+        for fh in handles:
+            fh.close()
+        for o in outs:
+            o.partial.unlink(missing_ok=True)
+        state_path.unlink(missing_ok=True)
+        raise
+    finally:
+        producer.stop.set()
+        for fh in handles:
+            fh.close()
+    seconds = time.perf_counter() - t0
+    _finish(outs, output, sample, info, input_path)
+    state_path.unlink(missing_ok=True)
+    speed = (rows - done_rows) / max(seconds, 1e-9)
+    _logger.info("%d rows -> %s (%.0f images/s on %s)", rows, output, speed, engine.provider)
+    return PredictResult(rows=rows, seconds=seconds, images_per_second=speed, provider=engine.provider,
+                         resumed_rows=done_rows)
+
+
+def _finish(outs: list[_ResumableOutput], output: Path, sample, info, input_path: Path) -> None:
+    """Move the finished partial files into place; with a sample submission, reorder and validate first."""
+    from serve.submission import validate_submission  # noqa: PLC0415
+
+    if sample is None:
+        for o in outs:
+            os.replace(o.partial, o.path)
+        return
+    sample_df = read_csv_strings(sample)
+    df = read_csv_strings(outs[0].partial)
+    by_id = df.set_index(df.columns[0])
+    if by_id.index.duplicated().any():
+        raise UserError(f"{input_path}: id '{by_id.index[by_id.index.duplicated()][0]}' appears twice")
+    order = sample_df.iloc[:, 0]
+    extra = by_id.index[~by_id.index.isin(set(order))]
+    if len(extra):
+        raise UserError(f"{input_path}: id '{extra[0]}' is not in {sample} ({len(extra)} such ids)")
+    missing = order[~order.isin(by_id.index)]
+    if len(missing):
+        raise UserError(f"{input_path}: id '{missing.iloc[0]}' of {sample} has no image ({len(missing)} ids missing)")
+    df = by_id.loc[order].reset_index()
+    df.columns = list(sample_df.columns)
+    with atomic_path(output) as tmp:
+        tmp.write_bytes(_csv_text(df, header=True))
+        validate_submission(tmp, sample, info.classes, name=str(output))
+    outs[0].partial.unlink()
+    for o in outs[1:]:
+        os.replace(o.partial, o.path)

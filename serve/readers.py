@@ -1,7 +1,9 @@
 """Readers that turn held-out images into uint8 batches `[N, C, H, W]` in chunks.
 
-Two inputs today: a Kaggle pixel CSV (`id,pixel0,...`, values 0-255, row-major H*W*C) and a
-`.npy` array `[N, H, W, C]` or `[N, H, W]` of uint8. `parse_pixel_frame` is also what
+Inputs: a Kaggle pixel CSV (`id,pixel0,...`, values 0-255, row-major H*W*C), a `.npy` array
+`[N, H, W, C]` or `[N, H, W]` of uint8, or a folder of image files (id = file name without
+extension). Every reader streams: memory stays at one chunk however large the input, and
+`chunks(rows, skip)` can start after the first `skip` rows (to resume an interrupted run). `parse_pixel_frame` is also what
 `pipeline/prepare.py` validates training CSVs with, so both halves agree on what a valid row is.
 """
 from __future__ import annotations
@@ -87,10 +89,10 @@ class PixelCsvReader:
         exclude = [c for c in (id_column, *ignore_columns) if c in self.columns]
         self.pixel_columns = pixel_columns_of(self.columns, self.image_shape, str(self.path), exclude)
 
-    def chunks(self, rows: int) -> Iterator[Chunk]:
-        start = 0
+    def chunks(self, rows: int, skip: int = 0) -> Iterator[Chunk]:
+        start = skip
         dtypes = {self.id_column: str} if self.id_column else None
-        with pd.read_csv(self.path, chunksize=rows, dtype=dtypes) as frames:
+        with pd.read_csv(self.path, chunksize=rows, dtype=dtypes, skiprows=range(1, skip + 1)) as frames:
             for df in frames:
                 images = parse_pixel_frame(df, self.pixel_columns, self.image_shape, str(self.path), start)
                 ids = df[self.id_column].tolist() if self.id_column else [str(i) for i in range(start, start + len(df))]
@@ -122,8 +124,41 @@ class NpyReader:
         self.array = arr
         self.ids = list(ids) if ids is not None else [str(i) for i in range(len(arr))]
 
-    def chunks(self, rows: int) -> Iterator[Chunk]:
-        for start in range(0, len(self.array), rows):
+    def chunks(self, rows: int, skip: int = 0) -> Iterator[Chunk]:
+        for start in range(skip, len(self.array), rows):
             block = np.asarray(self.array[start:start + rows])
             yield Chunk(ids=self.ids[start:start + rows],
                         images=np.ascontiguousarray(block.transpose(0, 3, 1, 2)))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class ImageFolderReader:
+    """Stream the image files of a folder (sorted by name); id = file name without extension."""
+
+    def __init__(self, path: str | os.PathLike, image_shape: Sequence[int]) -> None:
+        self.path = Path(path)
+        self.image_shape = tuple(image_shape)
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise UserError(f"{self.path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+
+    def _load(self, path: Path) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+        h, w, c = self.image_shape
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("L" if c == 1 else "RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserError(f"{path}: not a readable image ({exc})") from None
+        if arr.shape[:2] != (h, w):
+            raise UserError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, the model expects {w}x{h}")
+        return arr.reshape(h, w, c)
+
+    def chunks(self, rows: int, skip: int = 0) -> Iterator[Chunk]:
+        for start in range(skip, len(self.files), rows):
+            files = self.files[start:start + rows]
+            batch = np.stack([self._load(f) for f in files])
+            yield Chunk(ids=[f.stem for f in files], images=np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))

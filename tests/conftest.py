@@ -64,3 +64,25 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """An untrained 2-fold x 2-view foldwise ensemble exported the way `foldwise export` does."""
+    import json
+
+    import torch
+
+    from pipeline.export import EnsembleModel, export_onnx
+    from pipeline.models import create_classifier
+
+    torch.manual_seed(0)
+    members = [create_classifier("foldwise_cnn", 10, 1, 28, [0.29], [0.35], model_kwargs={"widths": [8, 16, 16]}).eval()
+               for _ in range(2)]
+    model = EnsembleModel(members, ["none", "hflip"], [0.5, 0.5], [0.5, 0.5], "mean_prob").eval()
+    path = tmp_path_factory.mktemp("onnx") / "ensemble.onnx"
+    meta = {"classes": json.dumps([str(i) for i in range(10)]), "class_names": json.dumps([f"c{i}" for i in range(10)]),
+            "image_shape": json.dumps([28, 28, 1]), "id_column": "id", "target_column": "label",
+            "folds": json.dumps([0, 1])}
+    export_onnx(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8), path, meta)
+    return path
