@@ -62,3 +62,48 @@ def bench_train(steps: int = 60, fold: int = 0, warmup: int = 5, rounds: int = 2
     result["ratio"] = result["train_loop_images_per_s"] / result["pure_compute_images_per_s"]
     result["data_path_overhead"] = 1 - result["ratio"]
     return result
+
+
+def _rate(fn, images: np.ndarray, batch: int, min_images: int, min_seconds: float = 1.0) -> float:
+    """images/s of `fn` over consecutive batches of `images`, after one warm-up call."""
+    fn(images[:batch])
+    done, i, t0 = 0, 0, time.perf_counter()
+    while done < min_images or time.perf_counter() - t0 < min_seconds:
+        start = (i * batch) % max(len(images) - batch, 1)
+        fn(images[start:start + batch])
+        done += batch
+        i += 1
+    return done / (time.perf_counter() - t0)
+
+
+def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None = None,
+                prepared: Path = PREPARED, models_dir: Path = Path("models")) -> list[dict]:
+    """PyTorch eager (fold models x TTA views) vs the FP32 and INT8 ONNX ensembles, same threads."""
+    from pipeline.export import load_ensemble  # noqa: PLC0415
+    from serve.engine import Engine  # noqa: PLC0415
+
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model, spec = load_ensemble(models_dir / "ensemble.json")
+    images = np.load(prepared / "train_images.npy", mmap_mode="r")
+    x = np.ascontiguousarray(np.asarray(images[:4096]).transpose(0, 3, 1, 2))
+    engines = {"onnx_fp32": Engine(models_dir / "ensemble.onnx", provider="cpu", threads=threads),
+               "onnx_int8": Engine(models_dir / "ensemble_int8.onnx", provider="cpu", threads=threads)}
+
+    @torch.inference_mode()
+    def eager(batch: np.ndarray) -> None:
+        model(torch.from_numpy(batch))
+
+    rows = []
+    for bs in batch_sizes:
+        min_images = max(bs * 4, 256)
+        row = {"batch": bs, "threads": threads, "folds": len(spec["folds"]), "views": len(spec["views"]),
+               "torch_eager": _rate(eager, x, bs, min_images)}
+        for name, engine in engines.items():
+            row[name] = _rate(engine.predict, x, bs, min_images)
+        row["fp32_vs_eager"] = row["onnx_fp32"] / row["torch_eager"]
+        row["int8_vs_eager"] = row["onnx_int8"] / row["torch_eager"]
+        rows.append(row)
+        _logger.info("batch %d: eager %.0f, fp32 %.0f, int8 %.0f images/s", bs, row["torch_eager"],
+                     row["onnx_fp32"], row["onnx_int8"])
+    return rows

@@ -183,6 +183,23 @@ def bench_train(steps: int = typer.Option(60, help="Train steps per measurement.
     typer.echo(f"ratio {r['ratio']:.3f} (data-path overhead {100 * r['data_path_overhead']:.1f}%)")
 
 
+@bench_app.command("infer")
+def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes (repeat the option)."),
+                threads: Optional[int] = typer.Option(None, help="Threads for both torch and onnxruntime.")) -> None:
+    """PyTorch eager (folds x TTA views) vs FP32 and INT8 ONNX ensembles: images/s and ratios.
+
+    Example: foldwise bench infer --batch 1 --batch 64 --batch 512
+    """
+    from pipeline.bench import bench_infer as run_bench
+
+    rows = run_bench(tuple(batch), threads)
+    typer.echo(f"{rows[0]['folds']} folds x {rows[0]['views']} views, {rows[0]['threads']} threads, CPU; images/s")
+    typer.echo(f"{'batch':>6} {'torch eager':>12} {'onnx fp32':>10} {'onnx int8':>10} {'fp32/eager':>11} {'int8/eager':>11}")
+    for r in rows:
+        typer.echo(f"{r['batch']:>6} {r['torch_eager']:>12.0f} {r['onnx_fp32']:>10.0f} {r['onnx_int8']:>10.0f} "
+                   f"{r['fp32_vs_eager']:>10.2f}x {r['int8_vs_eager']:>10.2f}x")
+
+
 def main() -> None:
     """Console entry point: user errors as one line and exit code 2."""
     try:

@@ -1,23 +1,51 @@
-"""The real `kaggle` client, imported only once credentials are known to exist.
+"""The real `kaggle` client, imported only once credentials are known to exist, with Kaggle's
+failures turned into one-line errors that say what to do.
 
 `import kaggle` authenticates at import time and prints help when it finds no credentials, so
-foldwise looks for them first and can then say plainly what is missing. The key is never logged.
+foldwise looks for them first and can then say plainly what is missing. The key is never
+printed or logged: every message passes through `redact`.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
+import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def config_dir() -> Path:
     return Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+
+
+def _secrets() -> list[str]:
+    found = [os.environ.get(k, "") for k in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")]
+    path = config_dir() / "kaggle.json"
+    if path.is_file():
+        try:
+            found.append(str(json.loads(path.read_text()).get("key", "")))
+        except (json.JSONDecodeError, OSError):
+            pass
+    token = config_dir() / "access_token"
+    if token.is_file():
+        with contextlib.suppress(OSError):
+            found.append(token.read_text().strip())
+    return [s for s in found if len(s) >= 4]
+
+
+def redact(text: str) -> str:
+    """`text` with every known Kaggle secret replaced by ***."""
+    for secret in _secrets():
+        text = text.replace(secret, "***")
+    return text
 
 
 def credentials_source() -> str | None:
@@ -51,3 +79,82 @@ def api():
         except SystemExit:
             raise UserError(NO_CREDENTIALS) from None
     return client
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind a kaggle client exception, if there is one."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None) or getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status
+    text = str(exc)
+    for code in (400, 401, 403, 404, 409, 429, 500, 502, 503, 504):
+        if text.startswith(f"{code} ") or f" {code} " in f" {text} " or f"({code})" in text:
+            return code
+    return None
+
+
+def _body(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    try:
+        return str(getattr(response, "text", "") or "")
+    except Exception:  # noqa: BLE001  (a streamed body may not be readable any more)
+        return ""
+
+
+def explain(exc: BaseException, competition: str | None, action: str) -> UserError:
+    """A one-line UserError naming the cause of a failed Kaggle call and the fix."""
+    status = http_status(exc)
+    body = _body(exc)
+    slug = competition or "?"
+    low = (body + " " + str(exc)).lower()
+    if status == 401:
+        msg = ("Kaggle rejected the credentials (401): check KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json; "
+               "a new token is at kaggle.com > Settings > API")
+    elif status == 429 or "limit" in low and ("submission" in low or "daily" in low):
+        msg = (f"Kaggle's daily submission limit for '{slug}' is reached ({status}): "
+               "nothing was uploaded; try again after the limit resets (00:00 UTC)")
+    elif status == 403:
+        msg = (f"Kaggle refused access to '{slug}' (403): join the competition and accept its rules at "
+               f"https://www.kaggle.com/competitions/{slug}/rules, then run again")
+    elif status == 404:
+        msg = f"Kaggle has no competition or dataset '{slug}' (404): check the slug in params.yaml"
+    elif status is not None and status >= 500:
+        msg = f"Kaggle's server failed ({status}) and kept failing after retries: try again later"
+    else:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        msg = f"{type(exc).__name__}: {first}"
+    return UserError(redact(f"kaggle: {action} '{slug}' failed: {msg}"))
+
+
+def call(fn: Callable[[], T], competition: str | None, action: str, tries: int = 4,
+         first_wait: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run a kaggle client call; retry server errors (5xx) with bounded backoff; explain failures."""
+    wait = first_wait
+    for attempt in range(1, tries + 1):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return fn()
+        except SystemExit as exc:  # the client calls exit() on some auth failures
+            raise UserError(NO_CREDENTIALS) from exc
+        except Exception as exc:  # noqa: BLE001  (requests/kagglesdk raise many types)
+            status = http_status(exc)
+            if status is not None and status >= 500 and attempt < tries:
+                _logger.warning("kaggle: %s '%s': server error %s, retry %d/%d in %.0fs", action, competition,
+                                status, attempt, tries - 1, wait)
+                sleep(wait)
+                wait = min(wait * 2, 30)
+                continue
+            raise explain(exc, competition, action) from None
+    raise AssertionError("unreachable")
+
+
+def as_dict(obj: Any) -> dict:
+    """A kagglesdk response object (or dict) as a plain dict of its public fields."""
+    if isinstance(obj, dict):
+        return obj
+    for attr in ("to_dict", "_asdict"):
+        if hasattr(obj, attr):
+            with contextlib.suppress(TypeError):
+                return getattr(obj, attr)()
+    return {k.lstrip("_"): v for k, v in vars(obj).items()} if hasattr(obj, "__dict__") else {"value": obj}
