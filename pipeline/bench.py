@@ -1,6 +1,8 @@
 """Benchmarks that print ratios measured side by side in one run (never asserted in tests).
 
     foldwise bench train [--steps 60] [--fold 0]
+    foldwise bench infer [--batch 1 --batch 64 --batch 512]
+    foldwise bench stream [--rows 1000000]
 
 `bench train`: the real training loop (DataLoader, Albumentations, the train step) for a fixed
 number of steps and, in the same run, the same model's step on pre-made tensors (the same
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainParams, load_section
+from serve.atomic import atomic_path
+from serve.errors import UserError
 from pipeline.train import PREPARED, TrainingSetup, load_prepared, resolve_device, seed_everything, train_step
 
 _logger = logging.getLogger(__name__)
@@ -107,3 +111,59 @@ def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None
         _logger.info("batch %d: eager %.0f, fp32 %.0f, int8 %.0f images/s", bs, row["torch_eager"],
                      row["onnx_fp32"], row["onnx_int8"])
     return rows
+
+
+def write_big_csv(path: Path, rows: int, source_csv: Path) -> int:
+    """A pixel CSV of `rows` real test images (the source's rows repeated under new ids); bytes written."""
+    with open(source_csv) as fh:
+        header = fh.readline()
+        pixels = [line.split(",", 1)[1] for line in fh if line.strip()]
+    with atomic_path(path) as tmp, open(tmp, "w") as out:
+        out.write(header)
+        for start in range(0, rows, len(pixels)):
+            n = min(len(pixels), rows - start)
+            out.write("".join(f"{start + i},{pixels[i]}" for i in range(n)))
+    return path.stat().st_size
+
+
+def bench_stream(rows: int = 1_000_000, model: Path = Path("models/ensemble_int8.onnx"),
+                 workdir: Path = Path("bench"), source_csv: Path | None = None, keep: bool = False) -> dict:
+    """Generate a `rows`-image pixel CSV, run `foldwise predict` on it in a child process and
+    report the child's peak resident memory (getrusage) next to the input's size."""
+    import resource  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    big = workdir / f"stream_{rows}.csv"
+    out = workdir / f"stream_{rows}_preds.csv"
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        if source_csv is None:
+            from pipeline.archive import CompetitionArchive  # noqa: PLC0415
+            source_csv = Path(tmp) / "test.csv"
+            with CompetitionArchive("data/raw/competition.zip").open("test.csv") as src, open(source_csv, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        t0 = time.perf_counter()
+        size = write_big_csv(big, rows, source_csv)
+        gen_s = time.perf_counter() - t0
+    _logger.info("wrote %s: %d rows, %.2f GB in %.0fs", big, rows, size / 1e9, gen_s)
+    for p in (out, out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.json")):
+        p.unlink(missing_ok=True)
+    cmd = [str(Path(sys.executable).parent / "foldwise"), "predict", "--model", str(model), "--input", str(big),
+           "--output", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise UserError(f"bench stream: foldwise predict failed: {proc.stderr.strip().splitlines()[-1:]}")
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(out) as fh:
+        written = sum(1 for _ in fh) - 1
+    result = {"rows": rows, "input_bytes": size, "model": str(model), "seconds": seconds,
+              "images_per_second": rows / seconds, "peak_rss_bytes": peak_kib * 1024, "rows_written": written}
+    if not keep:
+        big.unlink()
+        out.unlink()
+    return result

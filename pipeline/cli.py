@@ -126,13 +126,25 @@ def predict(
 
 
 @app.command()
-def submit() -> None:
-    """Stage submit: validate submissions/submission.csv; upload it if submit.enabled and credentials exist.
+def submit(dry_run: bool = typer.Option(False, "--dry-run", help="Validate and look for a duplicate; upload nothing.")) -> None:
+    """Stage submit: validate submissions/submission.csv, upload it once (submit.enabled), wait for the score.
 
-    Example: foldwise submit
+    Example: foldwise submit --dry-run
     """
     from pipeline import submit as stage
-    stage.main()
+    stage.main(dry_run=dry_run)
+
+
+@app.command()
+def submissions(competition: Optional[str] = typer.Option(None, help="Kaggle slug (default: submit.competition "
+                                                                         "or the slug the data came from)."),
+                history: Path = typer.Option(Path("submissions/history.json"), help="Local file hash -> OOF record.")) -> None:
+    """The competition's submissions with their public scores beside each file's local OOF accuracy.
+
+    Example: foldwise submissions --competition fashion-mnist
+    """
+    from pipeline.leaderboard import main as run_table
+    run_table(competition, history)
 
 
 @app.command()
@@ -198,6 +210,23 @@ def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes 
     for r in rows:
         typer.echo(f"{r['batch']:>6} {r['torch_eager']:>12.0f} {r['onnx_fp32']:>10.0f} {r['onnx_int8']:>10.0f} "
                    f"{r['fp32_vs_eager']:>10.2f}x {r['int8_vs_eager']:>10.2f}x")
+
+
+@bench_app.command("stream")
+def bench_stream(rows: int = typer.Option(1_000_000, help="Images in the generated pixel CSV."),
+                 model: Path = typer.Option(Path("models/ensemble_int8.onnx"), help="ONNX ensemble to run."),
+                 workdir: Path = typer.Option(Path("bench"), help="Where the CSV is generated (deleted after)."),
+                 keep: bool = typer.Option(False, help="Keep the generated CSV and predictions.")) -> None:
+    """Peak memory of `foldwise predict` on a generated N-image pixel CSV (streaming check).
+
+    Example: foldwise bench stream --rows 1000000
+    """
+    from pipeline.bench import bench_stream as run_bench
+
+    r = run_bench(rows, model, workdir, keep=keep)
+    typer.echo(f"{r['rows']} images ({r['input_bytes'] / 1e9:.2f} GB CSV) with {r['model']}: "
+               f"{r['seconds']:.0f}s, {r['images_per_second']:.0f} images/s, "
+               f"peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB, {r['rows_written']} rows written")
 
 
 def main() -> None:

@@ -128,13 +128,19 @@ def params_hash(obj: Any) -> str:
 @dataclass
 class DownloadParams:
     """Where the competition archive comes from."""
-    source: Literal["embedded", "local", "kaggle"] = "embedded"
+    source: Literal["embedded", "local", "kaggle", "kaggle-dataset"] = "embedded"
     path: str = "data/embedded/fashion-mnist/fashion-mnist.zip"  # embedded / local: a zip or folder
     competition: str = "fashion-mnist"  # kaggle: the competition slug
+    dataset: str = "zalando-research/fashionmnist"  # kaggle-dataset: owner/name
+    dataset_train_file: str = "fashion-mnist_train.csv"  # kaggle-dataset: labelled training CSV
+    dataset_test_file: str = "fashion-mnist_test.csv"    # kaggle-dataset: labelled test CSV (-> solution)
+    dataset_target: str = "label"                        # kaggle-dataset: the label column
 
     def validate(self, err) -> None:
         if self.source == "kaggle" and not self.competition.strip():
             raise err("must name a competition slug when source is kaggle", "competition")
+        if self.source == "kaggle-dataset" and self.dataset.count("/") != 1:
+            raise err(f"must be owner/name when source is kaggle-dataset, got {self.dataset!r}", "dataset")
 
 
 @dataclass
@@ -303,4 +309,13 @@ class PredictParams:
 class SubmitParams:
     enabled: bool = False
     competition: Optional[str] = None  # default: the slug the data was downloaded from
-    message: Optional[str] = None      # default: what produced the file (commit, OOF accuracy)
+    message: Optional[str] = None      # default: what produced the file (commit, params hash, OOF accuracy)
+    dry_run: bool = False              # validate and check for duplicates, upload nothing
+    poll_timeout: float = 900.0        # seconds to wait for Kaggle's score
+    poll_interval: float = 5.0         # first wait between polls (doubles, at most 60 s)
+
+    def validate(self, err) -> None:
+        if self.poll_timeout < 0:
+            raise err(f"must be >= 0, got {self.poll_timeout}", "poll_timeout")
+        if self.poll_interval <= 0:
+            raise err(f"must be > 0, got {self.poll_interval}", "poll_interval")
