@@ -79,6 +79,28 @@ def ensemble() -> None:
 
 
 @app.command()
+def compare(plot: Optional[Path] = typer.Option(Path("experiments.png"), help="Bar plot of OOF vs public/local "
+                                                                              "score per experiment.")) -> None:
+    """DVC experiments side by side: changed params, OOF accuracy, public or local score.
+
+    Example: dvc exp run --queue -n mlp -S train.model=foldwise_mlp && dvc queue start && foldwise compare
+    """
+    from pipeline.compare import main as run_compare
+    run_compare(plot)
+
+
+@app.command()
+def report() -> None:
+    """Stage report: reports/index.html (self-contained: curves, fold table, confusion matrix, image grids,
+    export deltas, throughput, submission, environment) and its PNGs.
+
+    Example: foldwise report && xdg-open reports/index.html
+    """
+    from pipeline import report as stage
+    stage.main()
+
+
+@app.command()
 def export() -> None:
     """Stage export: fold models -> models/ensemble.onnx (one graph), parity-checked with onnxruntime.
 
@@ -201,10 +223,17 @@ def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes 
     """PyTorch eager (folds x TTA views) vs FP32 and INT8 ONNX ensembles: images/s and ratios.
 
     Example: foldwise bench infer --batch 1 --batch 64 --batch 512
+
+    Also writes bench/infer.json, which the report shows.
     """
     from pipeline.bench import bench_infer as run_bench
 
     rows = run_bench(tuple(batch), threads)
+    from datetime import datetime, timezone
+
+    from serve.atomic import write_json
+    write_json(Path("bench/infer.json"), {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                          "rows": rows})
     typer.echo(f"{rows[0]['folds']} folds x {rows[0]['views']} views, {rows[0]['threads']} threads, CPU; images/s")
     typer.echo(f"{'batch':>6} {'torch eager':>12} {'onnx fp32':>10} {'onnx int8':>10} {'fp32/eager':>11} {'int8/eager':>11}")
     for r in rows:

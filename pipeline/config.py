@@ -319,3 +319,16 @@ class SubmitParams:
             raise err(f"must be >= 0, got {self.poll_timeout}", "poll_timeout")
         if self.poll_interval <= 0:
             raise err(f"must be > 0, got {self.poll_interval}", "poll_interval")
+
+
+@dataclass
+class ReportParams:
+    """What the report shows."""
+    grid_images: int = 48  # images in each OOF grid (misclassified, least confident correct)
+    dpi: int = 110
+
+    def validate(self, err) -> None:
+        if not 1 <= self.grid_images <= 400:
+            raise err(f"must be 1-400, got {self.grid_images}", "grid_images")
+        if not 50 <= self.dpi <= 400:
+            raise err(f"must be 50-400, got {self.dpi}", "dpi")

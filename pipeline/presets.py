@@ -37,7 +37,8 @@ def validate_all(text: str, name: str) -> None:
     data = YAML(typ="safe", pure=True).load(text)
     sections = {"download": config.DownloadParams, "prepare": config.PrepareParams, "train": config.TrainParams,
                 "ensemble": config.EnsembleParams, "export": config.ExportParams,
-                "predict": config.PredictParams, "submit": config.SubmitParams}
+                "predict": config.PredictParams, "submit": config.SubmitParams,
+                "report": config.ReportParams}
     unknown = sorted(set(data) - set(sections))
     if unknown:
         raise UserError(f"{name}: unknown section '{unknown[0]}' (known: {', '.join(sections)})")

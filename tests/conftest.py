@@ -51,6 +51,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed `foldwise` console script."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None unsets a variable
     return subprocess.run([str(BIN / "foldwise"), *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 

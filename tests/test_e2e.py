@@ -21,8 +21,9 @@ pytestmark = pytest.mark.e2e
 PROJECT_FILES = [".dvc/config", ".dvc/.gitignore", ".dvcignore", "dvc.yaml", "params.yaml", "pipeline", "serve"]
 
 
-def dvc(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+def dvc(project: Path, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run([str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -137,3 +138,49 @@ def test_score_on_the_public_ids_of_the_slice(repro, tmp_path: Path) -> None:
     result = run_cli("score", str(project / "submissions/submission.csv"), str(tmp_path / "sol.csv"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"accuracy {expected:.4f} (")
+
+
+def test_report_opens_in_headless_chromium(repro, tmp_path_factory) -> None:
+    """reports/index.html in Debian's headless Chromium: every image loaded, the fold table and the
+    confusion matrix present, no console errors; a screenshot is saved (its path is printed)."""
+    import shutil as sh
+
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+
+    project, _, _ = repro
+    page = project / "reports/index.html"
+    assert page.is_file()
+    chromium = sh.which("chromium") or sh.which("chromium-browser")
+    driver_bin = sh.which("chromedriver")
+    if not chromium or not driver_bin:
+        pytest.fail("Debian's chromium and chromium-driver are needed (apt-get install chromium chromium-driver; "
+                    ".ci/run installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1300,2400"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        browser = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_bin))
+    except WebDriverException as exc:
+        pytest.fail(f"could not start headless Chromium: {exc.msg}")
+    try:
+        browser.get(page.as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth])")
+        has = browser.execute_script(
+            "return [!!document.getElementById('fold-table'), !!document.getElementById('confusion'),"
+            " document.querySelectorAll('#fold-table tbody tr').length]")
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        shot = tmp_path_factory.mktemp("report") / "report.png"
+        browser.save_screenshot(str(shot))
+        print(f"report screenshot: {shot}")
+    finally:
+        browser.quit()
+    assert len(images) >= 4, images
+    assert all(done and width > 0 for _, done, width in images), images
+    assert {"curves", "confusion", "misclassified", "least_confident_correct"} <= {i for i, _, _ in images}
+    assert has[0] and has[1] and has[2] == 2, has
+    assert not errors, errors
+    assert shot.stat().st_size > 10_000

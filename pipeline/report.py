@@ -1,0 +1,333 @@
+"""Stage `report`: one self-contained HTML page with every plot and metric of the run.
+
+    foldwise report              # reads params.yaml `report`; writes reports/
+
+Writes `reports/index.html` (images embedded as data URIs, so it opens offline and can be
+mailed or handed in as is) and, beside it, the PNGs it shows, plus
+`reports/oof_predictions.csv` (actual vs predicted class per OOF row: DVC's confusion plot).
+Sections: per-fold curves (best epoch marked), fold table (mean ± std), OOF score, ensemble and
+TTA gains, the chosen method; OOF confusion matrix (counts, row-normalised), per-class
+precision/recall/F1, most-confused pairs; grids of misclassified and of least confident correct
+OOF images; export parity and INT8/FP16 deltas; inference throughput (when `foldwise bench
+infer` has run); the submission's scores; environment and params.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import ReportParams, load_section, read_params
+from pipeline.ensemble import combine, softmax
+from serve.atomic import atomic_path, write_text
+from serve.errors import UserError
+
+_logger = logging.getLogger(__name__)
+PREPARED = Path("data/prepared")
+OUT = Path("reports")
+BENCH_INFER = Path("bench/infer.json")
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _plt():
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    _plt().close(fig)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def oof_probabilities(models: Path = Path("models")) -> np.ndarray:
+    """The chosen ensemble's OOF probabilities `[N, C]`, rebuilt from the ensemble stage's outputs."""
+    spec = json.loads((models / "ensemble.json").read_text())
+    logits = np.load(models / "oof_logits.npy")
+    sub = logits[[spec["all_views"].index(v) for v in spec["views"]]]
+    return combine(sub, spec["combine"], np.asarray(spec["view_weights"]))
+
+
+def labelled_test_scores(meta: dict, prepared: Path, models: Path, source_json: Path) -> dict | None:
+    """Each fold alone vs the exported ensemble on the test rows a solution file labels (the
+    embedded competition's public part, a kaggle-dataset's test set); None without one. The
+    ensemble's gain over single folds is only measurable here: each OOF row sees one fold."""
+    source = _read_json(source_json) or {}
+    solution = source.get("solution")
+    if not solution or not Path(solution).is_file() or not (models / "ensemble.onnx").exists():
+        return None
+    from pipeline.export import run_graph  # noqa: PLC0415
+
+    ids = pd.read_csv(prepared / "test_ids.csv", dtype=str).iloc[:, 0]
+    sol = pd.read_csv(solution, dtype=str)
+    pos = pd.Series(np.arange(len(ids)), index=ids.to_numpy())
+    known = sol[meta["id_column"]].isin(pos.index)
+    rows = pos[sol.loc[known, meta["id_column"]]].to_numpy()
+    y = sol.loc[known, meta["target_column"]].map({c: i for i, c in enumerate(meta["classes"])}).to_numpy()
+    images = np.load(prepared / "test_images.npy", mmap_mode="r")
+    probs, fold_probs = run_graph(models / "ensemble.onnx", np.ascontiguousarray(np.asarray(images[rows]).transpose(0, 3, 1, 2)))
+    spec = json.loads((models / "ensemble.json").read_text())
+    folds = {int(k): float((fold_probs[:, i].argmax(1) == y).mean()) for i, k in enumerate(spec["folds"])}
+    return {"solution": solution, "rows": int(len(rows)), "folds": folds,
+            "ensemble": float((probs.argmax(1) == y).mean())}
+
+
+def per_class(conf: np.ndarray, names: list[str]) -> pd.DataFrame:
+    tp = np.diag(conf).astype(float)
+    precision = tp / np.maximum(conf.sum(0), 1)
+    recall = tp / np.maximum(conf.sum(1), 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return pd.DataFrame({"class": names, "precision": precision, "recall": recall, "f1": f1,
+                         "support": conf.sum(1)})
+
+
+def confused_pairs(conf: np.ndarray, names: list[str], top: int = 8) -> pd.DataFrame:
+    off = conf.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:top]
+    rows = [(names[i], names[j], int(off[i, j]), off[i, j] / max(conf[i].sum(), 1))
+            for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
+    return pd.DataFrame(rows, columns=["true", "predicted", "count", "share of true class"])
+
+
+def plot_curves(curves: dict[int, pd.DataFrame], best: dict[int, int], path: Path, dpi: int) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for k, df in curves.items():
+        color = f"C{k % 10}"
+        axes[0].plot(df["epoch"], df["train_loss"], "--", color=color, alpha=0.7)
+        axes[0].plot(df["epoch"], df["val_loss"], "-", color=color, label=f"fold {k}")
+        axes[1].plot(df["epoch"], df["train_accuracy"], "--", color=color, alpha=0.7)
+        axes[1].plot(df["epoch"], df["val_accuracy"], "-", color=color, label=f"fold {k}")
+        b = df[df["epoch"] == best.get(k, -1)]
+        if len(b):
+            axes[1].plot(b["epoch"], b["val_accuracy"], "*", color=color, markersize=13)
+            axes[0].plot(b["epoch"], b["val_loss"], "*", color=color, markersize=13)
+    for ax, what in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{what}: validation (solid), train (dashed), best epoch (star)")
+    axes[1].legend(loc="lower right")
+    _save(fig, path, dpi)
+
+
+def plot_confusion(conf: np.ndarray, names: list[str], path: Path, dpi: int) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(16, 6.5))
+    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    for ax, mat, title, fmt in ((axes[0], conf, "counts", "{:d}"), (axes[1], norm, "row-normalised (recall)", "{:.2f}")):
+        ax.imshow(mat if mat is norm else np.log1p(mat), cmap="Blues")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"OOF confusion matrix, {title}")
+        hi = mat.max()
+        for i in range(len(names)):
+            for j in range(len(names)):
+                v = mat[i, j]
+                ax.text(j, i, fmt.format(int(v) if fmt == "{:d}" else v), ha="center", va="center", fontsize=7,
+                        color="white" if (v > 0.6 * hi) else "black")
+    _save(fig, path, dpi)
+
+
+def plot_grid(images: np.ndarray, titles: list[str], path: Path, dpi: int, cols: int = 8) -> None:
+    plt = _plt()
+    n = max(len(images), 1)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+        ax.set_title(title, fontsize=6.5)
+    _save(fig, path, dpi)
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" id="{path.stem}">'
+
+
+def _table(df: pd.DataFrame, table_id: str, floatfmt: str = "{:.4f}") -> str:
+    return df.to_html(index=False, table_id=table_id, border=0, classes="t",
+                      float_format=lambda v: floatfmt.format(v), escape=True)
+
+
+def environment() -> dict[str, Any]:
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("torch", "timm", "onnxruntime", "onnx", "numpy", "albumentations", "dvc"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except (ImportError, AttributeError):
+            env[mod] = "not installed"
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    env["cpu"] = f"{cpu} ({os.cpu_count()} cores)"
+    import torch  # noqa: PLC0415
+
+    env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return env
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table.t{border-collapse:collapse;margin:.6em 0}table.t td,table.t th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}
+table.t th{background:#f5f5f5}img{max-width:100%}.kpi{display:flex;gap:1.2em;flex-wrap:wrap}
+.kpi div{background:#f5f7fa;border-radius:6px;padding:.6em 1em}.kpi b{display:block;font-size:1.5em}
+pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}.muted{color:#777}"""
+
+
+def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("models"), out: Path = OUT,
+        metrics_path: Path = Path("metrics.json"), receipt_path: Path = Path("submissions/receipt.json"),
+        bench_path: Path = BENCH_INFER, source_json: Path = Path("data/raw/source.json")) -> Path:
+    try:
+        meta = json.loads((prepared / "meta.json").read_text())
+        metrics = json.loads(metrics_path.read_text())
+        labels = np.load(prepared / "train_labels.npy")
+        images = np.load(prepared / "train_images.npy", mmap_mode="r")
+        probs = oof_probabilities(models)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc.filename}: not found (run the pipeline up to the ensemble stage first)") from None
+    names = meta["class_names"] or meta["classes"]
+    out.mkdir(parents=True, exist_ok=True)
+    covered = ~np.isnan(probs[:, 0])
+    rows = np.flatnonzero(covered)
+    y, p = labels[rows], probs[rows]
+    pred, conf_p = p.argmax(1), p.max(1)
+    n_cls = len(names)
+    conf = np.bincount(y * n_cls + pred, minlength=n_cls * n_cls).reshape(n_cls, n_cls)
+    with atomic_path(out / "oof_predictions.csv") as tmp:
+        pd.DataFrame({"row": rows, "actual": [names[i] for i in y], "predicted": [names[i] for i in pred]}).to_csv(
+            tmp, index=False)
+
+    # curves and fold table
+    fold_rows, curves, best = [], {}, {}
+    for k in sorted(int(f) for f in metrics["folds"]):
+        fm = _read_json(models / "folds" / f"fold{k}" / "metrics.json") or {}
+        curve_path = models / "curves" / f"fold{k}.csv"
+        if curve_path.exists():
+            curves[k] = pd.read_csv(curve_path)
+        best[k] = metrics["folds"][str(k)].get("best_epoch")
+        fold_rows.append({"fold": k, "seed": fm.get("seed"), "best epoch": best[k],
+                          "accuracy": metrics["folds"][str(k)]["accuracy"],
+                          "log-loss": metrics["folds"][str(k)]["logloss"],
+                          "train s": fm.get("train_seconds"), "images/s": fm.get("train_images_per_second")})
+    folds_df = pd.DataFrame(fold_rows)
+    plot_curves(curves, best, out / "curves.png", params.dpi)
+    plot_confusion(conf, names, out / "confusion.png", params.dpi)
+
+    wrong = rows[pred != y]
+    wrong_conf = conf_p[pred != y]
+    order = wrong[np.argsort(-wrong_conf)][:params.grid_images]
+    title = lambda r: f"#{r} {names[labels[r]]}\n→ {names[probs[r].argmax()]} {probs[r].max():.2f}"  # noqa: E731
+    plot_grid(np.asarray(images[order]), [title(r) for r in order], out / "misclassified.png", params.dpi)
+    right = rows[pred == y]
+    order_r = right[np.argsort(conf_p[pred == y])][:params.grid_images]
+    plot_grid(np.asarray(images[order_r]), [title(r) for r in order_r], out / "least_confident_correct.png",
+              params.dpi)
+
+    cands = metrics["candidates"]
+    best_tta = max((v["accuracy"] for n, v in cands.items() if n.endswith("+tta")), default=None)
+    best_plain = max(v["accuracy"] for n, v in cands.items() if not n.endswith("+tta"))
+    test_scores = labelled_test_scores(meta, prepared, models, source_json)
+    kpis = [("OOF accuracy", f"{metrics['oof_accuracy']:.4f}"), ("OOF log-loss", f"{metrics['oof_logloss']:.4f}"),
+            ("folds mean ± std", f"{folds_df['accuracy'].mean():.4f} ± {folds_df['accuracy'].std(ddof=0):.4f}"),
+            ("TTA gain (OOF)", f"{100 * (best_tta - best_plain):+.2f} pts" if best_tta is not None else "no TTA")]
+    if test_scores:
+        best_single = max(test_scores["folds"].values())
+        kpis.append(("ensemble gain over best fold (labelled test rows)",
+                     f"{100 * (test_scores['ensemble'] - best_single):+.2f} pts"))
+    kpis.append(("chosen method", metrics["method"]))
+    receipt = _read_json(receipt_path)
+    if receipt:
+        if receipt.get("public_score") is not None:
+            kpis.append(("Kaggle public score", f"{receipt['public_score']:.5f}"))
+        if receipt.get("local_score"):
+            kpis.append(("local score (solution file)", f"{receipt['local_score']['accuracy']:.4f}"))
+    cand_df = pd.DataFrame([{"candidate": n, "OOF accuracy": v["accuracy"], "OOF log-loss": v["logloss"],
+                             "chosen": "✔" if n == metrics["method"] else ""} for n, v in cands.items()])
+
+    sections = [f"<h1>foldwise report</h1><p class=muted>{html.escape(str(meta.get('n_train')))} training images, "
+                f"{n_cls} classes, {len(folds_df)} folds</p>",
+                '<div class="kpi" id="kpis">' + "".join(f"<div>{html.escape(k)}<b>{html.escape(v)}</b></div>"
+                                                       for k, v in kpis) + "</div>",
+                "<h2>Training curves</h2>" + _img(out / "curves.png", "training curves"),
+                "<h2>Folds</h2>" + _table(folds_df.assign(**{"train s": folds_df["train s"].map("{:.0f}".format),
+                                                              "images/s": folds_df["images/s"].map("{:.0f}".format)}),
+                                          "fold-table")
+                + (f"<p id=test-folds>On the {test_scores['rows']} test rows labelled by {html.escape(test_scores['solution'])}: "
+                   + ", ".join(f"fold {k} {v:.4f}" for k, v in test_scores["folds"].items())
+                   + f"; the exported ensemble {test_scores['ensemble']:.4f}.</p>" if test_scores else
+                   "<p class=muted>Ensemble gain over single folds is not measurable out-of-fold (each OOF row is "
+                   "seen by one fold); a solution file for part of the test set would show it.</p>"),
+                "<h2>Ensemble candidates (scored out-of-fold)</h2>" + _table(cand_df, "candidates"),
+                "<h2>Confusion matrix (OOF)</h2>" + _img(out / "confusion.png", "confusion matrix"),
+                "<h3>Per class</h3>" + _table(per_class(conf, names), "per-class"),
+                "<h3>Most confused pairs</h3>" + _table(confused_pairs(conf, names), "confused-pairs"),
+                f"<h2>Misclassified OOF images</h2><p class=muted>most confident mistakes first: true → predicted, "
+                f"confidence</p>" + _img(out / "misclassified.png", "misclassified"),
+                "<h2>Least confident correct OOF images</h2>" + _img(out / "least_confident_correct.png",
+                                                                     "least confident correct")]
+    export = _read_json(models / "export.json")
+    if export:
+        rows_e = [{"graph": g, "OOF accuracy": export[g].get("oof_accuracy"),
+                   "Δ vs fp32 (pts)": 100 * (export[g].get("oof_accuracy_delta") or 0.0),
+                   "max |Δprob| vs fp32": export[g].get("max_abs_diff_vs_fp32"),
+                   "argmax agreement": export[g].get("argmax_agreement_vs_fp32"),
+                   "MB": export[g].get("bytes", 0) / 1e6, "note": export[g].get("why_not", "")}
+                  for g in ("fp32", "int8", "fp16") if g in export]
+        par = export["parity"]
+        sections.append(f"<h2>Export</h2><p id=parity>Parity gate (onnxruntime vs PyTorch on {par.get('rows')} OOF "
+                        f"images): max |Δprob| {par.get('max_abs_diff'):.2e}, argmax identical: "
+                        f"{par.get('argmax_identical')}.</p>" + _table(pd.DataFrame(rows_e), "export", "{:.5g}"))
+    bench = _read_json(bench_path)
+    if bench:
+        sections.append("<h2>Inference throughput (images/s)</h2>" +
+                        _table(pd.DataFrame(bench["rows"]), "throughput", "{:.1f}") +
+                        f"<p class=muted>from {bench_path}, measured {html.escape(bench.get('time', ''))}</p>")
+    if receipt:
+        keep = {k: receipt.get(k) for k in ("file", "sha256", "competition", "message", "uploaded", "ref", "status",
+                                            "public_score", "oof_accuracy", "reason")}
+        if receipt.get("local_score"):
+            keep["local score"] = f"{receipt['local_score']['accuracy']:.4f} on {receipt['local_score']['rows']} rows " \
+                                  f"of {receipt['local_score']['solution']}"
+        sections.append("<h2>Submission</h2>" + _table(pd.DataFrame({"": list(keep), "value": [str(v) for v in keep.values()]}),
+                                                       "submission"))
+    env = environment()
+    sections.append("<h2>Environment</h2>" + _table(pd.DataFrame({"": list(env), "value": list(env.values())}), "env"))
+    sections.append("<h2>Params</h2><pre>" + html.escape(json.dumps(read_params(), indent=2, default=str)) + "</pre>")
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>foldwise report</title>"
+            f"<style>{CSS}</style></head><body>" + "\n".join(sections) + "</body></html>")
+    write_text(out / "index.html", page)
+    _logger.info("wrote %s (%d KB)", out / "index.html", len(page) // 1024)
+    return out / "index.html"
+
+
+def main() -> None:
+    run(load_section("report", ReportParams))

@@ -1,0 +1,59 @@
+"""DVC's own views on foldwise runs: a two-point `dvc exp run --queue` grid on tiny settings,
+compared by `foldwise compare`; and the report regenerating alone when only its params change."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli, write_zip
+from test_e2e import dvc, make_project
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, real_slice):
+    base = tmp_path_factory.mktemp("grid")
+    project = make_project(base / "project", write_zip(base / "slice.zip", real_slice))
+    git = lambda *a: subprocess.run(["git", *a], cwd=project, check=True, capture_output=True)  # noqa: E731
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    for name, drop in (("drop0", "0.0"), ("drop3", "0.3")):
+        r = dvc(project, "exp", "run", "--queue", "-n", name, "-S", f"train.drop_rate={drop}")
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = dvc(project, "exp", "run", "--run-all", "-j", "1", timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return project
+
+
+def test_queued_grid_runs_and_compare_lists_both(grid) -> None:
+    shown = dvc(grid, "exp", "show", "--csv")
+    assert shown.returncode == 0, shown.stderr
+    assert "drop0" in shown.stdout and "drop3" in shown.stdout
+    result = run_cli("compare", "--plot", "grid.png", cwd=grid)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name, drop in (("drop0", "0.0"), ("drop3", "0.3")):
+        row = next((ln for ln in lines if name in ln), None)
+        assert row is not None, result.stdout
+        assert drop in row                      # the changed param is a column
+        assert any(c.strip().startswith("0.") for c in row.split("│")[-5:]), row   # an OOF accuracy
+    assert "train.drop_rate" in result.stdout
+    assert (grid / "grid.png").stat().st_size > 5000
+
+
+def test_report_params_rebuild_only_the_report(grid) -> None:
+    r = dvc(grid, "repro")
+    assert r.returncode == 0, r.stderr[-2000:]
+    params = yaml.safe_load((grid / "params.yaml").read_text())
+    params["report"]["grid_images"] = 8
+    (grid / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(grid, "status")
+    assert "report:" in status.stdout and "train@" not in status.stdout and "export:" not in status.stdout, status.stdout
+    r = dvc(grid, "repro")
+    assert r.returncode == 0, r.stderr[-2000:]
+    ran = [ln for ln in r.stdout.splitlines() if ln.startswith("Running stage")]
+    assert ran == ["Running stage 'report':"], r.stdout
