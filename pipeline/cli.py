@@ -29,6 +29,8 @@ _logger = logging.getLogger("foldwise")
 def _setup(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
            verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    if quiet:
+        os.environ["FOLDWISE_QUIET"] = "1"  # progress bars off too
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     for noisy in ("torch", "onnxscript", "urllib3", "PIL", "matplotlib"):

@@ -265,7 +265,7 @@ def _train_one_epoch(run: FoldRun, net: nn.Module, loader: DataLoader, params: T
     net.train()
     loss_sum, correct, count = 0.0, 0, 0
     bar = tqdm(loader, desc=f"fold {fold} epoch {run.epoch + 1}/{params.epochs}", unit="batch",
-               disable=not sys.stderr.isatty(), leave=False, file=sys.stderr)
+               disable=not sys.stderr.isatty() or bool(os.environ.get("FOLDWISE_QUIET")), leave=False, file=sys.stderr)
     for x, y in bar:
         loss, right = train_step(run, net, x, y, params, device, channels_last, amp_dtype, scaler, criterion, mixup)
         loss_sum += loss * len(y)

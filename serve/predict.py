@@ -180,7 +180,7 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     try:
         producer.start()
         with tqdm(desc=f"predict ({engine.provider})", unit="img", total=total, initial=done_rows,
-                  disable=not sys.stderr.isatty(), file=sys.stderr, smoothing=0.1) as bar:
+                  disable=not sys.stderr.isatty() or bool(os.environ.get("FOLDWISE_QUIET")), file=sys.stderr, smoothing=0.1) as bar:
             for chunk in producer:
                 probs = np.concatenate([engine.predict(chunk.images[i:i + batch_size])
                                         for i in range(0, len(chunk.images), batch_size)])

@@ -57,7 +57,8 @@ def validate_submission(path: str | os.PathLike, sample_path: str | os.PathLike,
     missing = sorted(set(sample[id_col]) - set(sub[id_col]))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise UserError(f"{path}: id '{missing[0]}' of {sample_path} is missing{more}")
+        rows = f"; {len(sub)} rows, expected {len(sample)}" if len(sub) != len(sample) else ""
+        raise UserError(f"{path}: id '{missing[0]}' of {sample_path} is missing{more}{rows}")
     if len(sub) != len(sample):
         extra = sub.index[~sub[id_col].isin(set(sample[id_col]))]
         row = int(extra[0]) if len(extra) else len(sample)
