@@ -163,6 +163,33 @@ def plot_grid(images: np.ndarray, titles: list[str], path: Path, dpi: int, cols:
     _save(fig, path, dpi)
 
 
+def plot_cv_vs_lb(history: dict, path: Path, dpi: int) -> int:
+    """OOF accuracy (x) against the public (Kaggle) or local score (y) of every file submitted or
+    scored from this project; returns how many points were plotted."""
+    points = [(h["oof_accuracy"], h["public_score"] if h.get("public_score") is not None else h["local_score"],
+               h.get("public_score") is not None)
+              for h in history.values() if h.get("oof_accuracy") is not None
+              and (h.get("public_score") is not None or h.get("local_score") is not None)]
+    if not points:
+        return 0
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for kaggle, marker, label in ((True, "o", "Kaggle public score"), (False, "s", "local score (solution file)")):
+        pts = [(x, y) for x, y, k in points if k == kaggle]
+        if pts:
+            ax.scatter([x for x, _ in pts], [y for _, y in pts], marker=marker, label=label)
+    lo = min(min(x, y) for x, y, _ in points) - 0.005
+    hi = max(max(x, y) for x, y, _ in points) + 0.005
+    ax.plot([lo, hi], [lo, hi], "--", color="grey", linewidth=1, label="CV = LB")
+    ax.set_xlabel("OOF accuracy (CV)")
+    ax.set_ylabel("leaderboard / held-out score")
+    ax.set_title("CV against LB, every submission file")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path, dpi)
+    return len(points)
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" id="{path.stem}">'
@@ -205,7 +232,8 @@ pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}.muted{color:#7
 
 def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("models"), out: Path = OUT,
         metrics_path: Path = Path("metrics.json"), receipt_path: Path = Path("submissions/receipt.json"),
-        bench_path: Path = BENCH_INFER, source_json: Path = Path("data/raw/source.json")) -> Path:
+        bench_path: Path = BENCH_INFER, source_json: Path = Path("data/raw/source.json"),
+        history_path: Path = Path("submissions/history.json")) -> Path:
     try:
         meta = json.loads((prepared / "meta.json").read_text())
         metrics = json.loads(metrics_path.read_text())
@@ -319,6 +347,9 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
                                   f"of {receipt['local_score']['solution']}"
         sections.append("<h2>Submission</h2>" + _table(pd.DataFrame({"": list(keep), "value": [str(v) for v in keep.values()]}),
                                                        "submission"))
+    history = _read_json(history_path) or {}
+    if plot_cv_vs_lb(history, out / "cv_vs_lb.png", params.dpi):
+        sections.append("<h2>CV against LB</h2>" + _img(out / "cv_vs_lb.png", "CV against LB"))
     env = environment()
     sections.append("<h2>Environment</h2>" + _table(pd.DataFrame({"": list(env), "value": list(env.values())}), "env"))
     sections.append("<h2>Params</h2><pre>" + html.escape(json.dumps(read_params(), indent=2, default=str)) + "</pre>")

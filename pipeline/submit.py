@@ -145,13 +145,15 @@ def run(params: SubmitParams, submission: Path = SUBMISSION, receipt: Path = REC
         "file": str(submission), "sha256": digest, "competition": competition, "message": message,
         "oof_accuracy": oof, "params_hash": phash, "commit": git_commit(), "dry_run": params.dry_run,
         "uploaded": False, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    local = None
     if source.get("solution") and Path(source["solution"]).is_file():
         score = score_submission(submission, source["solution"])
-        record["local_score"] = {"solution": source["solution"], "accuracy": round(score.accuracy, 6),
-                                 "rows": score.n_scored}
+        local = round(score.accuracy, 6)
+        record["local_score"] = {"solution": source["solution"], "accuracy": local, "rows": score.n_scored}
         print(f"submit: local score on {source['solution']}: accuracy {score.accuracy:.4f} ({score.n_scored} rows)")
     _update_history(history, digest, {"file": str(submission), "oof_accuracy": oof, "params_hash": phash,
-                                      "commit": record["commit"], "competition": competition})
+                                      "commit": record["commit"], "competition": competition,
+                                      "local_score": local, "time": record["time"]})
 
     reason = None
     if not params.enabled and not params.dry_run:
