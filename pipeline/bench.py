@@ -55,10 +55,11 @@ def bench_train(steps: int = 60, fold: int = 0, warmup: int = 5, rounds: int = 2
             break
     _timed_steps(setup, iter(premade[:warmup]), params, device, warmup)
     loop, compute = [], []
-    for r in range(rounds):  # interleave so drift in machine load hits both alike
+    for r in range(rounds):  # interleave, alternating which goes first, so drift in load hits both alike
         setup.sampler.set_epoch(2 + r)
-        loop.append(_timed_steps(setup, iter(setup.loader), params, device, steps))
-        compute.append(_timed_steps(setup, iter(premade), params, device, steps))
+        pair = [(loop, lambda: iter(setup.loader)), (compute, lambda: iter(premade))]
+        for out, batches in (pair if r % 2 == 0 else pair[::-1]):
+            out.append(_timed_steps(setup, batches(), params, device, steps))
     result = {"model": params.model, "batch_size": params.batch_size, "num_workers": params.num_workers,
               "steps": steps, "threads": torch.get_num_threads(), "device": str(device),
               "train_loop_images_per_s": float(np.median(loop)),

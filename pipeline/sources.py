@@ -12,7 +12,6 @@ becomes a local competition, train.csv / test.csv with ids / sample_submission.c
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -22,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from pipeline.config import DownloadParams, load_section
-from serve.atomic import atomic_path, write_json
+from serve.atomic import atomic_path, sha256_file, write_json
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
@@ -33,11 +32,7 @@ SOLUTION = RAW_DIR / "solution.csv"
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _zip_folder(folder: Path, target: Path) -> None:

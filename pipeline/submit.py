@@ -19,7 +19,6 @@ adds the file to `submissions/history.json` (file hash -> OOF accuracy, for `fol
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -31,7 +30,7 @@ from typing import Any, Callable
 
 from pipeline.config import SubmitParams, load_section, params_hash, read_params
 from pipeline.kaggle_client import NO_CREDENTIALS, api, call, credentials_source
-from serve.atomic import write_json
+from serve.atomic import sha256_file, write_json
 from serve.errors import UserError
 from serve.submission import score_submission, validate_submission
 
@@ -52,7 +51,7 @@ def git_commit() -> str | None:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def build_message(params: SubmitParams, digest: str, oof: float | None, phash: str) -> str:

@@ -15,7 +15,6 @@ is checked against it (columns, ids, classes) before it replaces the output.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from serve.atomic import atomic_path, write_json
+from serve.atomic import atomic_path, sha256_file, write_json
 from serve.csvfiles import read_csv_strings
 from serve.engine import Engine
 from serve.errors import UserError
@@ -69,11 +68,7 @@ def _open_reader(engine: Engine, input_path: Path, ids_path: Path | None):
 
 
 def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _signature(model: Path, input_path: Path, chunk_rows: int, with_probs: bool) -> dict:
