@@ -184,3 +184,17 @@ def test_report_opens_in_headless_chromium(repro, tmp_path_factory) -> None:
     assert has[0] and has[1] and has[2] == 2, has
     assert not errors, errors
     assert shot.stat().st_size > 10_000
+
+
+def test_report_params_rebuild_only_the_report(repro) -> None:
+    """Last in this module: it changes the project's params."""
+    project, _, _ = repro
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["report"]["grid_images"] = 8
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(project, "status")
+    assert "report:" in status.stdout and "train@" not in status.stdout and "export:" not in status.stdout, status.stdout
+    r = dvc(project, "repro")
+    assert r.returncode == 0, r.stderr[-2000:]
+    ran = [ln for ln in r.stdout.splitlines() if ln.startswith("Running stage")]
+    assert ran == ["Running stage 'report':"], r.stdout

@@ -1,12 +1,10 @@
 """DVC's own views on foldwise runs: a two-point `dvc exp run --queue` grid on tiny settings,
-compared by `foldwise compare`; and the report regenerating alone when only its params change."""
+compared by `foldwise compare`."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import run_cli, write_zip
 from test_e2e import dvc, make_project
@@ -43,17 +41,3 @@ def test_queued_grid_runs_and_compare_lists_both(grid) -> None:
         assert any(c.strip().startswith("0.") for c in row.split("│")[-5:]), row   # an OOF accuracy
     assert "train.drop_rate" in result.stdout
     assert (grid / "grid.png").stat().st_size > 5000
-
-
-def test_report_params_rebuild_only_the_report(grid) -> None:
-    r = dvc(grid, "repro")
-    assert r.returncode == 0, r.stderr[-2000:]
-    params = yaml.safe_load((grid / "params.yaml").read_text())
-    params["report"]["grid_images"] = 8
-    (grid / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = dvc(grid, "status")
-    assert "report:" in status.stdout and "train@" not in status.stdout and "export:" not in status.stdout, status.stdout
-    r = dvc(grid, "repro")
-    assert r.returncode == 0, r.stderr[-2000:]
-    ran = [ln for ln in r.stdout.splitlines() if ln.startswith("Running stage")]
-    assert ran == ["Running stage 'report':"], r.stdout

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, write_zip
+from conftest import BIN, ROOT, write_zip
 from test_e2e import dvc, make_project
 
 TINY = {"epochs": 6, "batch_size": 32, "model": "foldwise_cnn", "model_kwargs": {"widths": [8, 16, 16]},
@@ -125,11 +127,16 @@ def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_depend
     assert _stale_stages(project) == {"export"}
 
 
-def test_pretrained_without_hub_access_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from pipeline.models import create_classifier
-    from serve.errors import UserError
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: the weights are nowhere
-    with pytest.raises(UserError, match=r"train\.pretrained: could not load pretrained weights for 'resnet18'.*set pretrained: false"):
-        create_classifier("resnet18", 10, 1, 28, [0.3], [0.3], pretrained=True)
+def test_pretrained_without_hub_access_is_a_clear_error(tmp_path: Path) -> None:
+    """In a fresh process (huggingface_hub reads HF_HUB_OFFLINE at import): no hub, an empty cache."""
+    code = ("from pipeline.models import create_classifier\n"
+            "from serve.errors import UserError\n"
+            "try:\n"
+            "    create_classifier('resnet18', 10, 1, 28, [0.3], [0.3], pretrained=True)\n"
+            "except UserError as exc:\n"
+            "    print(exc)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}  # the weights are nowhere
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"train\.pretrained: could not load pretrained weights for 'resnet18'.*set pretrained: false",
+                     out.stdout), out.stdout
