@@ -1,9 +1,11 @@
 # foldwise: `make run` sets up and runs the whole pipeline; `make test` sets up and runs the tests.
+# Both start from nothing but Python 3.11 and make: the venv, the packages and (for the tests) the
+# browser are installed here, never assumed.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test clean
+.PHONY: setup browser run test clean
 
 setup: $(VENV)/.installed
 
@@ -12,10 +14,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
+# The report test drives Debian's headless Chromium through chromedriver. Install both when
+# missing and we may (root or password-less sudo, apt-get present); otherwise say what to install.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: no chromium/chromedriver and no apt-get: install Chromium and its driver for the report test" >&2; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "make: chromium/chromedriver missing; run as root: apt-get install chromium chromium-driver" >&2; exit 0; fi; \
+	  echo "make: installing Debian's chromium and chromium-driver (for the report test; about a minute)"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: setup
+test: setup browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 clean:

@@ -134,8 +134,12 @@ def predict(
     Example: foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
     """
     from pipeline.config import PredictParams, build, load_section
-    from serve.predict import predict_file
+    from serve.paths import refuse_overwrite
+    from serve.predict import PARTIAL_SUFFIXES, predict_file
 
+    refuse_overwrite({"--output": output, "--probs": probs},
+                     {"--input": input, "--ids": ids, "--sample": sample, "--model": model, "--config": config},
+                     partial_suffixes=PARTIAL_SUFFIXES)
     p = load_section("predict", PredictParams, config) if config else build(PredictParams, {}, "predict")
     chosen = build(PredictParams, {"batch_size": batch_size if batch_size is not None else p.batch_size,
                                    "provider": provider or p.provider,

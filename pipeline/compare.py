@@ -18,8 +18,10 @@ from typing import Any, Iterator
 
 from serve.atomic import atomic_path
 from serve.errors import UserError
+from serve.paths import refuse_overwrite
 
 _logger = logging.getLogger(__name__)
+PROJECT_INPUTS = ("params.yaml", "dvc.yaml", "dvc.lock", "metrics.json")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -121,6 +123,8 @@ def main(plot_path: Path | None) -> list[dict]:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    if plot_path is not None:
+        refuse_overwrite({"--plot": plot_path}, {name: Path(name) for name in PROJECT_INPUTS})
     rows = experiments(dvc_exp_show())
     if not rows:
         raise UserError("no experiments: run `dvc exp run` (or `dvc exp run --queue ... && dvc queue start`) first")

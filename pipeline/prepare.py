@@ -26,7 +26,7 @@ import pandas as pd
 from pipeline.archive import CompetitionArchive
 from pipeline.config import PrepareParams, load_section
 from serve.atomic import atomic_path, write_json
-from serve.csvfiles import first_duplicate, where
+from serve.csvfiles import as_written, first_duplicate, where
 from serve.errors import UserError
 from serve.readers import parse_pixel_frame, pixel_columns_of
 
@@ -79,7 +79,7 @@ def _labels(df: pd.DataFrame, column: str, n_classes: int, label: str) -> np.nda
     bad = numeric.isna() | (numeric != np.floor(numeric)) | (numeric < 0) | (numeric >= n_classes)
     if bad.any():
         row = int(bad.to_numpy().argmax())
-        raise UserError(f"{where(label, row, column)}: label {raw.iloc[row]!r} is not a class "
+        raise UserError(f"{where(label, row, column)}: label {as_written(raw.iloc[row])} is not a class "
                         f"(expected an integer 0-{n_classes - 1}; prepare.class_names has {n_classes})")
     return numeric.to_numpy().astype(np.int64)
 

@@ -17,6 +17,7 @@ from ruamel.yaml.error import YAMLError
 
 from serve.atomic import write_text
 from serve.errors import UserError
+from serve.paths import refuse_overwrite
 
 _logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def validate_all(text: str, name: str) -> None:
 
 def apply_preset(preset: Path, params: Path = Path("params.yaml")) -> list[str]:
     """Merge `preset` into `params`; return the top-level keys it set, per section."""
+    refuse_overwrite({"--params": params}, {"PRESET": preset})
     yaml = YAML()
     yaml.preserve_quotes = True
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.config import DownloadParams, load_section
 from serve.atomic import atomic_path, sha256_file, write_json
 from serve.errors import UserError
+from serve.paths import inside, refuse_overwrite
 
 _logger = logging.getLogger(__name__)
 RAW_DIR = Path("data/raw")
@@ -146,6 +147,12 @@ def local_solution(path: Path) -> Path | None:
 
 
 def run(params: DownloadParams) -> dict:
+    if params.source in ("embedded", "local"):
+        source = Path(params.path)
+        refuse_overwrite({str(ARCHIVE): ARCHIVE, str(SOURCE_JSON): SOURCE_JSON}, {"download.path": source})
+        if source.is_dir() and inside(ARCHIVE, source):
+            raise UserError(f"{ARCHIVE} lies inside download.path {source}: the archive would hold itself; "
+                            "point download.path at the competition's own folder")
     RAW_DIR.mkdir(parents=True, exist_ok=True)
     if params.source in ("embedded", "local"):
         _copy_local(Path(params.path), ARCHIVE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from serve.errors import UserError
@@ -16,6 +17,18 @@ def where(path: str | os.PathLike, row: int, column: str | None = None) -> str:
     """`file: row R (line L)[, column 'c']` for the 0-based data row `row`."""
     text = f"{path}: row {row + 1} (line {row + 2})"
     return f"{text}, column '{column}'" if column is not None else text
+
+
+def as_written(value: object) -> str:
+    """A parsed cell shown as it reads in the file: `256`, `12.5`, `'abc'` (text quoted), never
+    numpy's `np.int64(256)`. Integral floats (a column with gaps parses as float) show as integers."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return repr(str(value))
 
 
 def read_csv_strings(path: str | os.PathLike) -> pd.DataFrame:

@@ -121,12 +121,15 @@ class Engine:
             return binding.copy_outputs_to_cpu()[0]
         return self.session.run([self.output_name], {self.input_name: images})[0]
 
+    def predict_batched(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+        """`predict` over `images` in slices of `batch_size`; `[0, num_classes]` for no images."""
+        probs = [self.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(probs) if probs else np.zeros((0, len(self.info.classes)), np.float32)
+
     def run(self, chunks: Iterable[Chunk], batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield (ids, probabilities) per chunk, batching the images `batch_size` at a time."""
         for chunk in chunks:
-            probs = [self.predict(chunk.images[i:i + batch_size])
-                     for i in range(0, len(chunk.images), batch_size)]
-            yield chunk.ids, (np.concatenate(probs) if probs else np.zeros((0, len(self.info.classes)), np.float32))
+            yield chunk.ids, self.predict_batched(chunk.images, batch_size)
 
 
 class Throughput:

@@ -34,10 +34,12 @@ from serve.atomic import atomic_path, sha256_file, write_json
 from serve.csvfiles import read_csv_strings
 from serve.engine import Engine
 from serve.errors import UserError
+from serve.paths import refuse_overwrite
 from serve.readers import Chunk, ImageFolderReader, NpyReader, PixelCsvReader
 
 _logger = logging.getLogger(__name__)
 _DONE = object()
+PARTIAL_SUFFIXES = (".partial", ".partial.json")  # beside each output while a run is under way
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,9 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     if batch_size < 1 or chunk_rows < 1:
         raise UserError(f"--batch-size and --chunk-rows must be at least 1, got {batch_size}, {chunk_rows}")
     model, input_path, output = Path(model), Path(input_path), Path(output)
+    refuse_overwrite({"--output": output, "--probs": probs_output},
+                     {"--input": input_path, "--ids": ids_path, "--sample": sample, "--model": model},
+                     partial_suffixes=PARTIAL_SUFFIXES)
     engine = Engine(model, provider=provider, threads=threads, require_gpu=require_gpu)
     info = engine.info
     if not input_path.exists():
@@ -177,8 +182,7 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
         with tqdm(desc=f"predict ({engine.provider})", unit="img", total=total, initial=done_rows,
                   disable=not sys.stderr.isatty() or bool(os.environ.get("FOLDWISE_QUIET")), file=sys.stderr, smoothing=0.1) as bar:
             for chunk in producer:
-                probs = np.concatenate([engine.predict(chunk.images[i:i + batch_size])
-                                        for i in range(0, len(chunk.images), batch_size)])
+                probs = engine.predict_batched(chunk.images, batch_size)
                 df = pd.DataFrame({info.id_column: chunk.ids, info.target_column: classes[probs.argmax(1)]})
                 handles[0].write(_csv_text(df, header=False))
                 if len(handles) > 1:
@@ -197,7 +201,11 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
                     last_log = time.monotonic()
                     _logger.info("predict: %d images, %.0f images/s", rows,
                                  (rows - done_rows) / (time.perf_counter() - t0))
-    except UserError:
+        seconds = time.perf_counter() - t0
+        for fh in handles:
+            fh.close()
+        _finish(outs, output, sample, info, input_path)
+    except UserError:  # bad input: nothing of this run may stay behind
         for fh in handles:
             fh.close()
         for o in outs:
@@ -208,8 +216,6 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
         producer.stop.set()
         for fh in handles:
             fh.close()
-    seconds = time.perf_counter() - t0
-    _finish(outs, output, sample, info, input_path)
     state_path.unlink(missing_ok=True)
     speed = (rows - done_rows) / max(seconds, 1e-9)
     _logger.info("%d rows -> %s (%.0f images/s on %s)", rows, output, speed, engine.provider)

@@ -16,12 +16,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from serve.csvfiles import where
+from serve.csvfiles import as_written, where
 from serve.errors import UserError
-
-
-def _cell(df: pd.DataFrame, row: int, col: str) -> str:
-    return repr(df[col].iloc[row])
 
 
 def parse_pixel_frame(df: pd.DataFrame, pixel_columns: Sequence[str], image_shape: Sequence[int],
@@ -41,7 +37,7 @@ def parse_pixel_frame(df: pd.DataFrame, pixel_columns: Sequence[str], image_shap
         if bad.any():
             row = int(bad.to_numpy().argmax())
             value = series.iloc[row]
-            what = "empty value" if pd.isna(value) or str(value).strip() == "" else f"{value!r} is not an integer 0-255"
+            what = "empty value" if pd.isna(value) or str(value).strip() == "" else f"{as_written(value)} is not an integer 0-255"
             raise UserError(f"{where(path, row_offset + row, col)}: {what}")
     values = block.to_numpy(dtype=np.float64 if not all(
         pd.api.types.is_integer_dtype(t) for t in block.dtypes) else np.int64)
@@ -49,7 +45,7 @@ def parse_pixel_frame(df: pd.DataFrame, pixel_columns: Sequence[str], image_shap
     if out_of_range.any():
         row, c = np.argwhere(out_of_range)[0]
         raise UserError(f"{where(path, row_offset + int(row), block.columns[c])}: "
-                        f"{_cell(block, int(row), block.columns[c])} is outside 0-255")
+                        f"{as_written(block.iloc[int(row), c])} is outside 0-255")
     h, w, ch = image_shape
     return values.astype(np.uint8).reshape(len(df), h, w, ch)
 

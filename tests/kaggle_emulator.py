@@ -31,6 +31,7 @@ Every API request is recorded in `requests` ({"method", "user", "body"}).
 from __future__ import annotations
 
 import base64
+import fcntl
 import csv
 import hashlib
 import io
@@ -43,6 +44,7 @@ from typing import Any, Iterator
 
 import pytest
 
+LOCK_FILE = "/tmp/foldwise-kaggle-emulator.lock"
 MESSAGES = {
     401: "Unauthenticated: invalid username or key",
     403: "You must accept this competition's rules before you'll be able to submit",
@@ -263,14 +265,19 @@ def _handler_for(emulator: KaggleEmulator) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def kaggle_emulator() -> Iterator[KaggleEmulator]:
-    """A started emulator on port 80 (as Kaggle's client expects for LOCALHOST), stopped after."""
-    emulator = KaggleEmulator()
-    try:
-        emulator.start()
-    except OSError as exc:
-        pytest.fail(f"the Kaggle emulator could not bind port 80 ({exc}); these tests need root "
-                    "(CI runs as root) because the kaggle client's LOCALHOST endpoint is http://localhost:80")
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+    """A started emulator on port 80 (as Kaggle's client expects for LOCALHOST), stopped after.
+
+    Port 80 is one per machine: a file lock makes test runs in other checkouts (or xdist
+    workers) wait for it instead of failing to bind."""
+    with open(LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        emulator = KaggleEmulator()
+        try:
+            emulator.start()
+        except OSError as exc:
+            pytest.fail(f"the Kaggle emulator could not bind port 80 ({exc}); these tests need root "
+                        "(CI runs as root) because the kaggle client's LOCALHOST endpoint is http://localhost:80")
+        try:
+            yield emulator
+        finally:
+            emulator.stop()

@@ -177,3 +177,18 @@ def test_engine_reports_the_provider_it_got(tiny_onnx: Path) -> None:
     assert probs.shape == (3, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
     with pytest.raises(UserError, match="not found"):
         Engine(tiny_onnx.with_name("nope.onnx"))
+
+
+def test_an_empty_input_gives_an_empty_valid_output(tiny_onnx: Path, real_slice, tmp_path: Path) -> None:
+    """A pixel CSV with a header and no rows (or an .npy of no images) -> the header alone, exit 0."""
+    real_slice["test.csv"].iloc[:0].to_csv(tmp_path / "empty.csv", index=False)
+    result = run_cli("predict", "--model", str(tiny_onnx), "--input", str(tmp_path / "empty.csv"),
+                     "--output", str(tmp_path / "o.csv"), "--probs", str(tmp_path / "p.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "wrote" in result.stdout and ": 0 rows" in result.stdout
+    assert (tmp_path / "o.csv").read_text() == "id,label\n"
+    assert (tmp_path / "p.csv").read_text() == "id," + ",".join(str(i) for i in range(10)) + "\n"
+    np.save(tmp_path / "empty.npy", np.zeros((0, 28, 28), np.uint8))
+    predict_file(tiny_onnx, tmp_path / "empty.npy", tmp_path / "n.csv")
+    assert (tmp_path / "n.csv").read_text() == "id,label\n"
+    assert not list(tmp_path.glob("*.partial*"))
