@@ -38,6 +38,27 @@ def _setup(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warning
 
 
 @app.command()
+def init(source: str = typer.Argument(..., help="The competition: a zip, a folder in Kaggle's layout, or a "
+                                                 "Kaggle competition slug."),
+         params: Path = typer.Option(Path("params.yaml"), help="Params file whose download and prepare sections "
+                                                               "are written.")) -> None:
+    """Inspect a competition and write params.yaml's `download` and `prepare` sections (comments kept).
+
+    Detects the layout (pixel CSV, labels CSV + image folder, class folders), files, id and target
+    columns, classes, image size and channels, submission kind and a metric guess; prints what it
+    found and what to confirm. Then: dvc repro.
+
+    Example: foldwise init ~/Downloads/aerial-cactus-identification.zip && dvc repro
+    """
+    from pipeline.initialize import run as run_init, summary
+
+    found = run_init(source, params)
+    for line in summary(found):
+        typer.echo(line)
+    typer.echo(f"{params}: set {', '.join(found['changed']) or 'nothing new'}; next: dvc repro")
+
+
+@app.command()
 def download() -> None:
     """Stage download: params `download` -> data/raw/competition.zip, data/raw/source.json.
 
@@ -176,16 +197,25 @@ def submissions(competition: Optional[str] = typer.Option(None, help="Kaggle slu
 
 
 @app.command()
-def score(submission: Path = typer.Argument(..., help="Submission CSV (id,label)."),
-          solution: Path = typer.Argument(..., help="Solution CSV (id,label[,Usage]) for some or all ids.")) -> None:
-    """Accuracy of a submission on the ids a solution file covers.
+def score(submission: Path = typer.Argument(..., help="Submission CSV (labels, or probabilities)."),
+          solution: Path = typer.Argument(..., help="Solution CSV (id,label[,Usage], or one 0/1 column per class) "
+                                                    "for some or all ids."),
+          metric: str = typer.Option("auto", help="auto | accuracy | log_loss | roc_auc | f1_macro | qwk (auto: "
+                                                  "accuracy for labels, roc_auc for one probability column, log_loss "
+                                                  "for one per class)."),
+          positive: Optional[str] = typer.Option(None, help="One probability column: the class it is the "
+                                                            "probability of [default: the second class]")) -> None:
+    """Score a submission on the ids a solution file covers, with the competition's metric.
 
     Example: foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
     """
-    from serve.submission import score_submission
+    from pipeline.scoring import score_submission
 
-    result = score_submission(submission, solution)
-    typer.echo(f"accuracy {result.accuracy:.4f} ({result.n_correct}/{result.n_scored} ids of {solution})")
+    r = score_submission(submission, solution, metric, positive)
+    if r.metric == "accuracy":
+        typer.echo(f"accuracy {r.accuracy:.4f} ({r.n_correct}/{r.n_scored} ids of {solution})")
+    else:
+        typer.echo(f"{r.metric} {r.value:.4f} ({r.n_scored} ids of {solution}; accuracy {r.accuracy:.4f})")
 
 
 @app.command()
@@ -245,6 +275,23 @@ def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes 
     for r in rows:
         typer.echo(f"{r['batch']:>6} {r['torch_eager']:>12.0f} {r['onnx_fp32']:>10.0f} {r['onnx_int8']:>10.0f} "
                    f"{r['fp32_vs_eager']:>10.2f}x {r['int8_vs_eager']:>10.2f}x")
+
+
+@bench_app.command("decode")
+def bench_decode(images: int = typer.Option(600, help="Generated JPEGs."),
+                 side: int = typer.Option(500, help="Their width (4:3)."),
+                 target: int = typer.Option(224, help="The square size they are decoded to.")) -> None:
+    """Image decoding for prepare/predict (serve.images): 1 thread vs one thread per core vs one process per core.
+
+    Example: foldwise bench decode --images 600
+    """
+    from pipeline.bench import bench_decode as run_bench
+
+    r = run_bench(images, side, target)
+    typer.echo(f"{r['images']} {r['source']} -> {r['target']}, {r['workers']} cores; images/s (median of rounds)")
+    base = r["rates"]["1 thread"]
+    for name, rate in r["rates"].items():
+        typer.echo(f"{name:>12} {rate:8.0f}  {rate / base:5.2f}x")
 
 
 @bench_app.command("stream")

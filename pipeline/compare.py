@@ -65,13 +65,16 @@ def experiments(show_json: list | dict) -> list[dict]:
         receipt = _file_data(data, "metrics", "submissions/receipt.json")
         params = _flatten(_file_data(data, "params", "params.yaml"))
         public = receipt.get("public_score")
-        local = (receipt.get("local_score") or {}).get("accuracy") if isinstance(receipt.get("local_score"), dict) else None
+        local_rec = receipt.get("local_score") if isinstance(receipt.get("local_score"), dict) else {}
+        local = local_rec.get("score", local_rec.get("accuracy"))
         name = node.get("name") or data.get("name") or str(node["rev"])[:7]
         if node["rev"] == "workspace":
             name = "workspace"
         rows.append({"name": name, "rev": "" if node["rev"] == "workspace" else str(node["rev"])[:7], "params": params,
+                     "metric": metrics.get("metric", "accuracy"),
+                     "oof_score": metrics.get("oof_score", metrics.get("oof_accuracy")),
                      "oof_accuracy": metrics.get("oof_accuracy"), "oof_logloss": metrics.get("oof_logloss"),
-                     "fold_mean": metrics.get("fold_accuracy_mean"), "public_score": public, "local_score": local,
+                     "fold_mean": metrics.get("fold_score_mean", metrics.get("fold_accuracy_mean")), "public_score": public, "local_score": local,
                      "status": data.get("status") or ("Success" if metrics else "no metrics")})
     return rows
 
@@ -99,18 +102,20 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    scored = [r for r in rows if r["oof_accuracy"] is not None]
+    scored = [r for r in rows if r["oof_score"] is not None]
+    metric = scored[0]["metric"] if scored else "accuracy"
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(scored) + 2), 4))
     xs = range(len(scored))
-    ax.bar([x - 0.2 for x in xs], [r["oof_accuracy"] for r in scored], width=0.4, label="OOF accuracy")
+    ax.bar([x - 0.2 for x in xs], [r["oof_score"] for r in scored], width=0.4, label=f"OOF {metric}")
     pub = [(x, r["public_score"] if r["public_score"] is not None else r["local_score"]) for x, r in zip(xs, scored)]
     pub = [(x, v) for x, v in pub if v is not None]
     if pub:
         ax.bar([x + 0.2 for x, _ in pub], [v for _, v in pub], width=0.4, label="public / local score")
     ax.set_xticks(list(xs), [r["name"] for r in scored], rotation=30, ha="right")
-    lo = min([r["oof_accuracy"] for r in scored] + [v for _, v in pub] + [1.0])
-    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
-    ax.set_ylabel("accuracy")
+    values = [r["oof_score"] for r in scored] + [v for _, v in pub]
+    if metric != "log_loss":
+        ax.set_ylim(max(0.0, min(values + [1.0]) - 0.05), 1.0)
+    ax.set_ylabel(metric)
     ax.legend(loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -130,11 +135,12 @@ def main(plot_path: Path | None) -> list[dict]:
         raise UserError("no experiments: run `dvc exp run` (or `dvc exp run --queue ... && dvc queue start`) first")
     keys = changed_params(rows)
     table = Table(title="DVC experiments")
-    for col in ["experiment", "rev", *keys, "OOF acc", "OOF logloss", "fold mean", "public", "local"]:
+    metric = rows[0].get("metric") or "accuracy"
+    for col in ["experiment", "rev", *keys, f"OOF {metric}", "OOF acc", "OOF logloss", "fold mean", "public", "local"]:
         table.add_column(col, justify="right" if col not in ("experiment", "rev") else "left")
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for r in rows:
-        table.add_row(r["name"], r["rev"], *[str(r["params"].get(k, "")) for k in keys], fmt(r["oof_accuracy"]),
+        table.add_row(r["name"], r["rev"], *[str(r["params"].get(k, "")) for k in keys], fmt(r["oof_score"]), fmt(r["oof_accuracy"]),
                       fmt(r["oof_logloss"]), fmt(r["fold_mean"]), fmt(r["public_score"]), fmt(r["local_score"]))
     Console(width=200).print(table)
     if plot_path is not None:

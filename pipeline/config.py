@@ -145,28 +145,55 @@ class DownloadParams:
 
 @dataclass
 class PrepareParams:
-    """How to read the archive (layout, files, columns) and how to split it into folds."""
-    layout: Literal["pixel_csv"] = "pixel_csv"
-    train_file: str = "train.csv"
-    test_file: str = "test.csv"
-    sample_submission: str = "sample_submission.csv"
-    id_column: Optional[str] = None      # default: first column of the sample submission
-    target_column: Optional[str] = None  # default: second column of the sample submission
-    image_shape: Optional[list[int]] = None  # [H, W, C]; default: square grayscale
-    class_names: list[str] = field(default_factory=list)  # one per class; labels are 0..n-1
+    """How to read the competition (layout, files, columns, classes, submission, metric, image size)
+    and how to split it into folds. `null` / `auto` values are found in the data."""
+    layout: Literal["auto", "pixel_csv", "labels_csv", "class_folders"] = "auto"
+    train_file: Optional[str] = None         # pixel_csv: the train CSV; labels_csv: the labels CSV
+    test_file: Optional[str] = None          # pixel_csv: the test CSV
+    train_images: Optional[str] = None       # labels_csv: folder of training images; class_folders: their root
+    test_images: Optional[str] = None        # folder of test images
+    sample_submission: Optional[str] = None  # default: the one sample*submission*.csv
+    id_column: Optional[str] = None          # default: the sample submission's first column
+    target_column: Optional[str] = None      # the training labels' column (default: found by name)
+    classes: Optional[list[Any]] = None      # declare the classes (and their order); default: from the labels
+    class_names: list[Any] = field(default_factory=list)  # display names, one per class (default: the classes)
+    submission: Literal["auto", "label", "binary_prob", "class_probs"] = "auto"
+    positive_class: Optional[Any] = None     # binary_prob: the class whose probability is submitted
+    metric: Literal["auto", "accuracy", "log_loss", "roc_auc", "f1_macro", "qwk"] = "auto"
+    image_size: Optional[list[int]] = None   # [H, W] every image is resized to; default: from the images
+    channels: Optional[int] = None           # 1 or 3; default: 1 if every image is grayscale
+    resize: Literal["stretch", "crop", "pad"] = "stretch"
+    pixel_shape: Optional[list[int]] = None  # pixel_csv: [H, W, C] of a row; default: square
+    max_pixels: int = 89_478_485             # larger images are refused (decompression bombs)
+    workers: Optional[int] = None            # decoding threads; default: one per core
     n_folds: int = 5
     seed: int = 42
 
     def validate(self, err) -> None:
-        if len(self.class_names) < 2:
-            raise err("must list at least two class names", "class_names")
-        if len(set(self.class_names)) != len(self.class_names):
+        for key in ("classes", "class_names"):
+            for i, v in enumerate(getattr(self, key) or []):
+                if isinstance(v, bool) or not isinstance(v, (str, int)):
+                    raise err(f"must be a string or an integer, got {v!r}", f"{key}[{i}]")
+        if self.positive_class is not None and (isinstance(self.positive_class, bool)
+                                                or not isinstance(self.positive_class, (str, int))):
+            raise err(f"must be a class (a string or an integer), got {self.positive_class!r}", "positive_class")
+        if self.classes is not None and len({str(c) for c in self.classes}) != len(self.classes):
+            raise err("classes must be distinct", "classes")
+        if self.class_names and len(set(self.class_names)) != len(self.class_names):
             raise err("class names must be distinct", "class_names")
         if self.n_folds < 2:
             raise err(f"must be at least 2, got {self.n_folds}", "n_folds")
-        if self.image_shape is not None and (len(self.image_shape) != 3 or min(self.image_shape) < 1
-                                             or self.image_shape[2] not in (1, 3)):
-            raise err(f"must be [H, W, C] with C 1 or 3, got {self.image_shape}", "image_shape")
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 4):
+            raise err(f"must be [H, W] with H, W >= 4, got {self.image_size}", "image_size")
+        if self.channels is not None and self.channels not in (1, 3):
+            raise err(f"must be 1 or 3 (or null), got {self.channels}", "channels")
+        if self.pixel_shape is not None and (len(self.pixel_shape) != 3 or min(self.pixel_shape) < 1
+                                             or self.pixel_shape[2] not in (1, 3)):
+            raise err(f"must be [H, W, C] with C 1 or 3, got {self.pixel_shape}", "pixel_shape")
+        if self.max_pixels < 1:
+            raise err(f"must be at least 1, got {self.max_pixels}", "max_pixels")
+        if self.workers is not None and self.workers < 1:
+            raise err(f"must be at least 1 (or null), got {self.workers}", "workers")
 
 
 @dataclass
@@ -176,6 +203,7 @@ class TrainParams:
     model: str = "foldwise_cnn"          # any timm model name (ours: foldwise_cnn, foldwise_mlp, ...)
     model_kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs
     pretrained: bool = False
+    pretrained_file: Optional[str] = None  # local weights (.safetensors / .pth) instead of the hub's
     drop_rate: float = 0.1               # dropout before the classifier
     drop_path_rate: Optional[float] = None  # stochastic depth, for models that have it
     img_size: Optional[int] = None       # resize inside the model (e.g. 32 or 64); None: native

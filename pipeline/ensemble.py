@@ -4,11 +4,11 @@
 
 Every training row is predicted by the one fold model that did not train on it, under each
 test-time augmentation view (`none` plus `ensemble.tta`). Candidates, each scored by OOF
-accuracy and log-loss, nothing tuned on test labels:
+with the competition's metric (meta.json; accuracy and log-loss beside it), nothing tuned on test labels:
   mean_prob   mean of the views' softmax probabilities
   mean_logit  softmax of the views' mean logits
   weighted    probabilities weighted per view, weights fitted on the OOF log-loss
-each with and without the TTA views. The best OOF accuracy (then log-loss) wins; at test time
+each with and without the TTA views. The best OOF score (then log-loss) wins; at test time
 the same rule combines every fold x view (folds weigh equally: OOF rows each see one fold, so
 fold weights are not identifiable from them).
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.config import EnsembleParams, load_section
+from pipeline.metrics import from_meta, scores
 from pipeline.tta import VIEWS
 from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
@@ -58,9 +59,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
-    return {"accuracy": round(float((probs.argmax(1) == labels).mean()), 6),
-            "logloss": round(float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1)).mean()), 6)}
 
 
 def fit_view_weights(view_probs: np.ndarray, labels: np.ndarray, steps: int = 300, lr: float = 0.5) -> np.ndarray:
@@ -106,6 +104,7 @@ def run(params: EnsembleParams, prepared: Path = PREPARED, models: Path = MODELS
         metrics_path: Path = Path("metrics.json"), ensemble_path: Path = Path("models/ensemble.json"),
         logits_path: Path = Path("models/oof_logits.npy")) -> dict:
     meta = json.loads((prepared / "meta.json").read_text())
+    metric, positive = from_meta(meta), meta.get("positive")
     labels = np.load(prepared / "train_labels.npy")
     images = np.load(prepared / "train_images.npy", mmap_mode="r")
     dirs = fold_dirs(models, meta["n_folds"])
@@ -120,7 +119,7 @@ def run(params: EnsembleParams, prepared: Path = PREPARED, models: Path = MODELS
     per_fold = {}
     for k, d in dirs.items():
         rows = np.load(d / "oof_rows.npy")
-        per_fold[str(k)] = {**scores(softmax(logits[0, rows]), labels[rows]),
+        per_fold[str(k)] = {**scores(metric, labels[rows], softmax(logits[0, rows]), positive),
                             "best_epoch": json.loads((d / "metrics.json").read_text())["best_epoch"]}
     candidates: dict[str, dict] = {}
     recipes: dict[str, dict] = {}
@@ -138,16 +137,22 @@ def run(params: EnsembleParams, prepared: Path = PREPARED, models: Path = MODELS
                 w = np.full(len(vs), 1.0 / len(vs))
                 combine_as = method
             name = f"{method}{suffix}"
-            candidates[name] = scores(combine(sub, combine_as, w), y)
+            candidates[name] = scores(metric, y, combine(sub, combine_as, w), positive)
             recipes[name] = {"combine": combine_as, "views": vs, "view_weights": [round(float(x), 6) for x in w]}
-    chosen = max(candidates, key=lambda n: (candidates[n]["accuracy"], -candidates[n]["logloss"]))
+    chosen = max(candidates, key=lambda n: (metric.key(candidates[n]["score"]), -candidates[n]["logloss"]))
     accs = np.array([f["accuracy"] for f in per_fold.values()])
+    fold_scores = np.array([f["score"] for f in per_fold.values()])
     plain = candidates["mean_prob"] if "mean_prob" in candidates else next(iter(candidates.values()))
     metrics = {
+        "metric": metric.name,
+        "oof_score": candidates[chosen]["score"],
         "oof_accuracy": candidates[chosen]["accuracy"],
         "oof_logloss": candidates[chosen]["logloss"],
+        "oof_score_no_tta": plain["score"],
         "oof_accuracy_no_tta": plain["accuracy"],
         "oof_coverage": round(float(covered.mean()), 6),
+        "fold_score_mean": round(float(fold_scores.mean()), 6),
+        "fold_score_std": round(float(fold_scores.std()), 6),
         "fold_accuracy_mean": round(float(accs.mean()), 6),
         "fold_accuracy_std": round(float(accs.std()), 6),
         "method": chosen,
@@ -161,8 +166,9 @@ def run(params: EnsembleParams, prepared: Path = PREPARED, models: Path = MODELS
     with atomic_path(logits_path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, logits)
     write_json(metrics_path, metrics)
-    _logger.info("OOF accuracy %.4f with %s (folds %.4f ± %.4f); candidates: %s", metrics["oof_accuracy"], chosen,
-                 accs.mean(), accs.std(), ", ".join(f"{n} {c['accuracy']:.4f}" for n, c in candidates.items()))
+    _logger.info("OOF %s %.4f (accuracy %.4f) with %s (folds %.4f ± %.4f); candidates: %s", metric.name,
+                 metrics["oof_score"], metrics["oof_accuracy"], chosen, fold_scores.mean(), fold_scores.std(),
+                 ", ".join(f"{n} {c['score']:.4f}" for n, c in candidates.items()))
     return metrics
 
 

@@ -32,10 +32,12 @@ import torch
 import torch.nn as nn
 
 from pipeline.config import ExportParams, load_section, params_hash
+from pipeline.metrics import Metric, from_meta
 from pipeline.train import load_fold_model
 from pipeline.tta import VIEWS
 from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
+from serve.submission import SubmissionSpec
 
 _logger = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
@@ -119,16 +121,18 @@ def parity_check(onnx_path: Path, model: nn.Module, images_nchw: np.ndarray, par
 
 
 def oof_scores(fold_probs: np.ndarray, probs: np.ndarray, row_folds: np.ndarray, labels: np.ndarray,
-               fold_order: list[int]) -> dict:
-    """Accuracy of each row's own fold (true OOF) and, for reference, of the full ensemble."""
+               fold_order: list[int], metric: Metric, positive: int | None = None) -> dict:
+    """The metric and accuracy of each row's own fold (true OOF) and, for reference, the full
+    ensemble's accuracy on those (training) rows."""
     col = np.array([fold_order.index(f) for f in row_folds])
     own = fold_probs[np.arange(len(col)), col]
-    return {"oof_accuracy": round(float((own.argmax(1) == labels).mean()), 6),
+    return {"metric": metric.name, "oof_score": round(metric.score(labels, own, positive), 6),
+            "oof_accuracy": round(float((own.argmax(1) == labels).mean()), 6),
             "ensemble_accuracy_on_train_rows": round(float((probs.argmax(1) == labels).mean()), 6)}
 
 
 def score_variant(path: Path, x: np.ndarray, y: np.ndarray, row_folds: np.ndarray, fold_order: list[int],
-                  fp32: dict, fp32_probs: np.ndarray) -> dict:
+                  fp32: dict, fp32_probs: np.ndarray, metric: Metric, positive: int | None) -> dict:
     """OOF accuracy of a variant graph and its change from FP32 (or why it could not be run here)."""
     entry: dict = {"bytes": path.stat().st_size}
     try:
@@ -136,8 +140,9 @@ def score_variant(path: Path, x: np.ndarray, y: np.ndarray, row_folds: np.ndarra
     except Exception as exc:  # noqa: BLE001  (onnxruntime has no CPU kernel for some fp16 ops)
         return {**entry, "checked": False,
                 "why_not": f"onnxruntime CPU could not run it: {str(exc).splitlines()[0][:200]}"}
-    scored = oof_scores(fold_probs, probs, row_folds, y, fold_order)
+    scored = oof_scores(fold_probs, probs, row_folds, y, fold_order, metric, positive)
     return {**entry, "checked": True, "rows": int(len(y)), **scored,
+            "oof_score_delta": round(scored["oof_score"] - fp32["oof_score"], 6),
             "oof_accuracy_delta": round(scored["oof_accuracy"] - fp32["oof_accuracy"], 6),
             "max_abs_diff_vs_fp32": float(np.abs(probs - fp32_probs).max()),
             "argmax_agreement_vs_fp32": float((probs.argmax(1) == fp32_probs.argmax(1)).mean())}
@@ -199,6 +204,7 @@ def _stamp(path: Path, metadata: dict[str, str]) -> None:
 def run(params: ExportParams, prepared: Path = PREPARED, ensemble_json: Path = Path("models/ensemble.json"),
         out_dir: Path = Path("models"), report_path: Path = Path("models/export.json")) -> dict:
     meta = json.loads((prepared / "meta.json").read_text())
+    metric, positive = from_meta(meta), meta.get("positive")
     model, spec = load_ensemble(ensemble_json)
     images = np.load(prepared / "train_images.npy", mmap_mode="r")
     labels = np.load(prepared / "train_labels.npy")
@@ -215,6 +221,11 @@ def run(params: ExportParams, prepared: Path = PREPARED, ensemble_json: Path = P
         "image_shape": json.dumps([h, w, c]), "input_layout": "NCHW uint8 0-255",
         "normalization": json.dumps({"scale": 1 / 255, "mean": meta["mean"], "std": meta["std"]}),
         "id_column": meta["id_column"], "target_column": meta["target_column"],
+        "submission": json.dumps(meta.get("submission") or SubmissionSpec.labels(
+            meta["classes"], meta["id_column"], meta["target_column"]).to_dict()),
+        "metric": json.dumps(metric.to_dict()), "positive": json.dumps(positive),
+        "image": json.dumps(meta.get("image") or {"height": h, "width": w, "channels": c}),
+        "id_form": meta.get("id_form", "name"),
         "folds": json.dumps(spec["folds"]), "views": json.dumps(spec["views"]),
         "ensemble_method": spec["method"], "combine": spec["combine"],
         "view_weights": json.dumps(spec["view_weights"]), "fold_weights": json.dumps(spec["fold_weights"]),
@@ -231,14 +242,15 @@ def run(params: ExportParams, prepared: Path = PREPARED, ensemble_json: Path = P
         x_eval, y_eval, f_eval = nchw(eval_rows), labels[eval_rows], row_folds[eval_rows]
         probs, fold_probs = run_graph(fp32, x_eval)
         report["fp32"] = {"bytes": fp32.stat().st_size, "rows": int(len(eval_rows)),
-                          **oof_scores(fold_probs, probs, f_eval, y_eval, spec["folds"])}
+                          **oof_scores(fold_probs, probs, f_eval, y_eval, spec["folds"], metric, positive)}
         int8, fp16 = tmp / "ensemble_int8.onnx", tmp / "ensemble_fp16.onnx"
         quantize_int8(fp32, int8, nchw(calib_rows))
         _stamp(int8, {**metadata, "precision": "int8 (QDQ, per-channel, static)"})
-        report["int8"] = score_variant(int8, x_eval, y_eval, f_eval, spec["folds"], report["fp32"], probs)
+        scored = (x_eval, y_eval, f_eval, spec["folds"], report["fp32"], probs, metric, positive)
+        report["int8"] = score_variant(int8, *scored)
         to_fp16(fp32, fp16)
         _stamp(fp16, {**metadata, "precision": "fp16"})
-        report["fp16"] = score_variant(fp16, x_eval, y_eval, f_eval, spec["folds"], report["fp32"], probs)
+        report["fp16"] = score_variant(fp16, *scored)
         outputs = {fp32: out_dir / "ensemble.onnx", int8: out_dir / "ensemble_int8.onnx",
                    fp16: out_dir / "ensemble_fp16.onnx"}
         for src, dst in outputs.items():
@@ -246,10 +258,10 @@ def run(params: ExportParams, prepared: Path = PREPARED, ensemble_json: Path = P
                 src.replace(final)
     report["export_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(report_path, report)
-    _logger.info("ensemble.onnx: %d folds x %d views, parity max |Δp| %.1e on %d OOF images; OOF accuracy "
+    _logger.info("ensemble.onnx: %d folds x %d views, parity max |Δp| %.1e on %d OOF images; OOF %s "
                  "fp32 %.4f%s", len(spec["folds"]), len(spec["views"]), report["parity"]["max_abs_diff"],
-                 report["parity"]["rows"], report["fp32"]["oof_accuracy"],
-                 f", int8 {report['int8'].get('oof_accuracy', float('nan')):.4f}")
+                 report["parity"]["rows"], metric.name, report["fp32"]["oof_score"],
+                 f", int8 {report['int8'].get('oof_score', float('nan')):.4f}")
     return report
 
 

@@ -20,7 +20,7 @@ from pipeline.submit import TAG, list_submissions
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
-OOF_IN_MESSAGE = re.compile(r"\boof[ =]([01]\.[0-9]+)")
+OOF_IN_MESSAGE = re.compile(r"\boof(?: [a-z_]+)?[ =]([0-9]+\.[0-9]+)")
 
 
 def load_history(path: Path) -> dict[str, dict]:
@@ -39,7 +39,7 @@ def table_rows(submissions: list[dict], history: dict[str, dict]) -> list[dict]:
     for sub in submissions:
         tag = TAG.search(sub["description"])
         local = history.get(tag.group(1), {}) if tag else {}
-        oof = local.get("oof_accuracy")
+        oof = local.get("oof_score", local.get("oof_accuracy"))
         if oof is None and (m := OOF_IN_MESSAGE.search(sub["description"])):
             oof = float(m.group(1))
         rows.append({**sub, "sha256": tag.group(1) if tag else None, "oof_accuracy": oof,
@@ -67,7 +67,7 @@ def main(competition: str | None, history_path: Path) -> list[dict]:
     rows = table_rows(list_submissions(api(), slug), load_history(history_path))
     table = Table(title=f"Kaggle submissions to '{slug}' (newest first)")
     for col, justify in (("ref", "right"), ("date", "left"), ("status", "left"), ("public", "right"),
-                         ("private", "right"), ("local OOF", "right"), ("file sha256", "left"), ("message", "left")):
+                         ("private", "right"), ("OOF (CV)", "right"), ("file sha256", "left"), ("message", "left")):
         table.add_column(col, justify=justify)
     fmt = lambda v: "" if v is None else f"{v:.5f}"  # noqa: E731
     for r in rows:

@@ -14,6 +14,7 @@ Registered here (course ladder: linear baseline -> MLP -> CNN):
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -201,11 +202,71 @@ class ImageClassifier(nn.Module):
         return self.net(x)
 
 
+def _read_weights(path: Path) -> dict:
+    """A state dict from a .safetensors or torch file (torch.load with weights_only=True: no code runs)."""
+    if not path.is_file():
+        raise UserError(f"train.pretrained_file: {path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file  # noqa: PLC0415
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (safetensors, pickle and zip errors of many kinds)
+        raise UserError(f"train.pretrained_file: {path} is not a readable weights file "
+                        f"({str(exc).splitlines()[0][:160]})") from None
+    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"train.pretrained_file: {path} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_pretrained_file(net: nn.Module, path: Path) -> list[str]:
+    """Load local weights into a timm model, the way timm adapts hub weights: the classifier is
+    kept fresh when its shape differs (other classes), the first conv is adapted to the channel
+    count; every other weight must fit, or UserError names the first that does not. Returns the
+    keys left at their initial values."""
+    from timm.models._manipulate import adapt_input_conv  # noqa: PLC0415
+
+    state = _read_weights(path)
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    own = net.state_dict()
+    first = cfg.get("first_conv")
+    if first and f"{first}.weight" in state and f"{first}.weight" in own:
+        w = state[f"{first}.weight"]
+        if w.shape[1] != own[f"{first}.weight"].shape[1]:
+            state[f"{first}.weight"] = adapt_input_conv(own[f"{first}.weight"].shape[1], w.float())
+    heads = cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    fresh = []
+    for key in list(state):
+        if key in own and state[key].shape != own[key].shape and any(key.startswith(h + ".") for h in heads):
+            del state[key]
+            fresh.append(key)
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
+    missing = [k for k in own if k not in state and k not in fresh and not k.endswith("num_batches_tracked")]
+    if unexpected or wrong or missing:
+        what = (f"'{wrong[0]}' is {tuple(state[wrong[0]].shape)} in the file, {tuple(own[wrong[0]].shape)} in the model"
+                if wrong else f"'{unexpected[0]}' is not a weight of the model" if unexpected
+                else f"the model's '{missing[0]}' is not in the file")
+        raise UserError(f"train.pretrained_file: {path} does not fit {type(net).__name__} ({what}; "
+                        f"{len(wrong)} mismatched, {len(unexpected)} unknown, {len(missing)} missing)")
+    net.load_state_dict(state, strict=False)
+    _logger.info("loaded %d tensors from %s%s", len(state), path,
+                 f"; {', '.join(fresh)} left fresh (other classes)" if fresh else "")
+    return fresh
+
+
 def create_classifier(model: str, num_classes: int, in_chans: int, native_size: int,
                       mean: Sequence[float], std: Sequence[float], img_size: int | None = None,
                       drop_rate: float = 0.0, pretrained: bool = False,
-                      model_kwargs: dict | None = None) -> ImageClassifier:
-    """A timm model (any registered name) inside the uint8-pixel wrapper."""
+                      model_kwargs: dict | None = None, pretrained_file: str | None = None) -> ImageClassifier:
+    """A timm model (any registered name) inside the uint8-pixel wrapper; `pretrained_file` loads
+    local weights (what Kaggle's internet-off notebooks need) instead of the hub's."""
     import timm  # noqa: PLC0415
 
     kwargs = dict(model_kwargs or {})
@@ -223,4 +284,6 @@ def create_classifier(model: str, num_classes: int, in_chans: int, native_size: 
         raise
     except TypeError as exc:
         raise UserError(f"train.model_kwargs: {model} rejected them ({exc})") from None
+    if pretrained_file:
+        load_pretrained_file(net, Path(pretrained_file))
     return ImageClassifier(net, mean, std, img_size)

@@ -79,9 +79,11 @@ def labelled_test_scores(meta: dict, prepared: Path, models: Path, source_json: 
     ids = pd.read_csv(prepared / "test_ids.csv", dtype=str).iloc[:, 0]
     sol = pd.read_csv(solution, dtype=str)
     pos = pd.Series(np.arange(len(ids)), index=ids.to_numpy())
-    known = sol[meta["id_column"]].isin(pos.index)
-    rows = pos[sol.loc[known, meta["id_column"]]].to_numpy()
-    y = sol.loc[known, meta["target_column"]].map({c: i for i, c in enumerate(meta["classes"])}).to_numpy()
+    target = [c for c in sol.columns[1:] if c.lower() != "usage"][0]  # the true label per id
+    y_all = sol[target].map({c: i for i, c in enumerate(meta["classes"])})
+    known = sol[sol.columns[0]].isin(pos.index) & y_all.notna()
+    rows = pos[sol.loc[known, sol.columns[0]]].to_numpy()
+    y = y_all[known].to_numpy().astype(np.int64)
     images = np.load(prepared / "test_images.npy", mmap_mode="r")
     probs, fold_probs = run_graph(models / "ensemble.onnx", np.ascontiguousarray(np.asarray(images[rows]).transpose(0, 3, 1, 2)))
     spec = json.loads((models / "ensemble.json").read_text())
@@ -106,6 +108,15 @@ def confused_pairs(conf: np.ndarray, names: list[str], top: int = 8) -> pd.DataF
     rows = [(names[i], names[j], int(off[i, j]), off[i, j] / max(conf[i].sum(), 1))
             for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
     return pd.DataFrame(rows, columns=["true", "predicted", "count", "share of true class"])
+
+
+def confusion_view(conf: np.ndarray, names: list[str], most: int = 25) -> tuple[np.ndarray, list[str]]:
+    """The confusion matrix to draw: all classes, or the `most` classes involved in the most mistakes."""
+    if len(names) <= most:
+        return conf, names
+    off = conf - np.diag(np.diag(conf))
+    keep = np.sort(np.argsort(-(off.sum(0) + off.sum(1)), kind="stable")[:most])
+    return conf[np.ix_(keep, keep)], [names[i] for i in keep]
 
 
 def plot_curves(curves: dict[int, pd.DataFrame], best: dict[int, int], path: Path, dpi: int) -> None:
@@ -166,7 +177,8 @@ def plot_grid(images: np.ndarray, titles: list[str], path: Path, dpi: int, cols:
 def plot_cv_vs_lb(history: dict, path: Path, dpi: int) -> int:
     """OOF accuracy (x) against the public (Kaggle) or local score (y) of every file submitted or
     scored from this project; returns how many points were plotted."""
-    points = [(h["oof_accuracy"], h["public_score"] if h.get("public_score") is not None else h["local_score"],
+    points = [(h.get("oof_score", h["oof_accuracy"]),
+               h["public_score"] if h.get("public_score") is not None else h["local_score"],
                h.get("public_score") is not None)
               for h in history.values() if h.get("oof_accuracy") is not None
               and (h.get("public_score") is not None or h.get("local_score") is not None)]
@@ -181,7 +193,7 @@ def plot_cv_vs_lb(history: dict, path: Path, dpi: int) -> int:
     lo = min(min(x, y) for x, y, _ in points) - 0.005
     hi = max(max(x, y) for x, y, _ in points) + 0.005
     ax.plot([lo, hi], [lo, hi], "--", color="grey", linewidth=1, label="CV = LB")
-    ax.set_xlabel("OOF accuracy (CV)")
+    ax.set_xlabel("OOF score (CV)")
     ax.set_ylabel("leaderboard / held-out score")
     ax.set_title("CV against LB, every submission file")
     ax.legend(loc="lower right", fontsize=8)
@@ -243,6 +255,7 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
     except FileNotFoundError as exc:
         raise UserError(f"{exc.filename}: not found (run the pipeline up to the ensemble stage first)") from None
     names = meta["class_names"] or meta["classes"]
+    metric = metrics.get("metric", "accuracy")
     out.mkdir(parents=True, exist_ok=True)
     covered = ~np.isnan(probs[:, 0])
     rows = np.flatnonzero(covered)
@@ -263,12 +276,13 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
             curves[k] = pd.read_csv(curve_path)
         best[k] = metrics["folds"][str(k)].get("best_epoch")
         fold_rows.append({"fold": k, "seed": fm.get("seed"), "best epoch": best[k],
+                          **({metric: metrics["folds"][str(k)]["score"]} if metric != "accuracy" else {}),
                           "accuracy": metrics["folds"][str(k)]["accuracy"],
                           "log-loss": metrics["folds"][str(k)]["logloss"],
                           "train s": fm.get("train_seconds"), "images/s": fm.get("train_images_per_second")})
     folds_df = pd.DataFrame(fold_rows)
     plot_curves(curves, best, out / "curves.png", params.dpi)
-    plot_confusion(conf, names, out / "confusion.png", params.dpi)
+    plot_confusion(*confusion_view(conf, names), out / "confusion.png", params.dpi)
 
     wrong = rows[pred != y]
     wrong_conf = conf_p[pred != y]
@@ -284,7 +298,8 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
     best_tta = max((v["accuracy"] for n, v in cands.items() if n.endswith("+tta")), default=None)
     best_plain = max(v["accuracy"] for n, v in cands.items() if not n.endswith("+tta"))
     test_scores = labelled_test_scores(meta, prepared, models, source_json)
-    kpis = [("OOF accuracy", f"{metrics['oof_accuracy']:.4f}"), ("OOF log-loss", f"{metrics['oof_logloss']:.4f}"),
+    kpis = ([(f"OOF {metric}", f"{metrics['oof_score']:.4f}")] if metric not in ("accuracy", "log_loss") else [])
+    kpis += [("OOF accuracy", f"{metrics['oof_accuracy']:.4f}"), ("OOF log-loss", f"{metrics['oof_logloss']:.4f}"),
             ("folds mean ± std", f"{folds_df['accuracy'].mean():.4f} ± {folds_df['accuracy'].std(ddof=0):.4f}"),
             ("TTA gain (OOF)", f"{100 * (best_tta - best_plain):+.2f} pts" if best_tta is not None else "no TTA")]
     if test_scores:
@@ -297,8 +312,11 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
         if receipt.get("public_score") is not None:
             kpis.append(("Kaggle public score", f"{receipt['public_score']:.5f}"))
         if receipt.get("local_score"):
-            kpis.append(("local score (solution file)", f"{receipt['local_score']['accuracy']:.4f}"))
-    cand_df = pd.DataFrame([{"candidate": n, "OOF accuracy": v["accuracy"], "OOF log-loss": v["logloss"],
+            local = receipt["local_score"]
+            kpis.append((f"local {local.get('metric', 'accuracy')} (solution file)",
+                         f"{local.get('score', local.get('accuracy')):.4f}"))
+    cand_df = pd.DataFrame([{"candidate": n, **({f"OOF {metric}": v["score"]} if metric not in ("accuracy", "log_loss")
+                                                else {}), "OOF accuracy": v["accuracy"], "OOF log-loss": v["logloss"],
                              "chosen": "✔" if n == metrics["method"] else ""} for n, v in cands.items()])
 
     sections = [f"<h1>foldwise report</h1><p class=muted>{html.escape(str(meta.get('n_train')))} training images, "
@@ -324,7 +342,8 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
                                                                      "least confident correct")]
     export = _read_json(models / "export.json")
     if export:
-        rows_e = [{"graph": g, "OOF accuracy": export[g].get("oof_accuracy"),
+        rows_e = [{"graph": g, f"OOF {metric}": export[g].get("oof_score", export[g].get("oof_accuracy")),
+                   "OOF accuracy": export[g].get("oof_accuracy"),
                    "Δ vs fp32 (pts)": 100 * (export[g].get("oof_accuracy_delta") or 0.0),
                    "max |Δprob| vs fp32": export[g].get("max_abs_diff_vs_fp32"),
                    "argmax agreement": export[g].get("argmax_agreement_vs_fp32"),
@@ -341,9 +360,10 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
                         f"<p class=muted>from {bench_path}, measured {html.escape(bench.get('time', ''))}</p>")
     if receipt:
         keep = {k: receipt.get(k) for k in ("file", "sha256", "competition", "message", "uploaded", "ref", "status",
-                                            "public_score", "oof_accuracy", "reason")}
+                                            "public_score", "metric", "oof_score", "oof_accuracy", "reason")}
         if receipt.get("local_score"):
-            keep["local score"] = f"{receipt['local_score']['accuracy']:.4f} on {receipt['local_score']['rows']} rows " \
+            keep["local score"] = f"{receipt['local_score'].get('score', receipt['local_score']['accuracy']):.4f} " \
+                                  f"on {receipt['local_score']['rows']} rows " \
                                   f"of {receipt['local_score']['solution']}"
         sections.append("<h2>Submission</h2>" + _table(pd.DataFrame({"": list(keep), "value": [str(v) for v in keep.values()]}),
                                                        "submission"))

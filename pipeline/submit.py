@@ -32,7 +32,9 @@ from pipeline.config import SubmitParams, load_section, params_hash, read_params
 from pipeline.kaggle_client import NO_CREDENTIALS, api, call, credentials_source
 from serve.atomic import sha256_file, write_json
 from serve.errors import UserError
-from serve.submission import score_submission, validate_submission
+from pipeline.metrics import from_meta
+from pipeline.scoring import score_submission
+from serve.submission import SubmissionSpec, validate_submission
 
 _logger = logging.getLogger(__name__)
 SUBMISSION = Path("submissions/submission.csv")
@@ -54,13 +56,13 @@ def file_sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def build_message(params: SubmitParams, digest: str, oof: float | None, phash: str) -> str:
+def build_message(params: SubmitParams, digest: str, oof: float | None, phash: str, metric: str = "accuracy") -> str:
     """The submission description: what produced the file, always ending in its hash tag."""
     base = params.message
     if not base:
         base = f"foldwise {git_commit() or 'uncommitted'} params {phash}"
         if oof is not None:
-            base += f" oof {oof:.5f}"
+            base += f" oof {metric} {oof:.5f}"
     return f"{base} sha256:{digest[:16]}"
 
 
@@ -133,24 +135,31 @@ def run(params: SubmitParams, submission: Path = SUBMISSION, receipt: Path = REC
         metrics_json: Path = Path("metrics.json"), history: Path = HISTORY,
         sleep: Callable[[float], None] = time.sleep) -> dict:
     meta = json.loads((prepared / "meta.json").read_text())
-    validate_submission(submission, prepared / "sample_submission.csv", meta["classes"])
+    spec = (SubmissionSpec.from_dict(meta["submission"]) if "submission" in meta
+            else SubmissionSpec.labels(meta["classes"], meta["id_column"], meta["target_column"]))
+    validate_submission(submission, prepared / "sample_submission.csv", spec)
+    metric = from_meta(meta).name
     digest = file_sha256(submission)
     source = json.loads(source_json.read_text()) if source_json.exists() else {}
-    oof = json.loads(metrics_json.read_text()).get("oof_accuracy") if metrics_json.exists() else None
+    ens = json.loads(metrics_json.read_text()) if metrics_json.exists() else {}
+    oof, oof_accuracy = ens.get("oof_score", ens.get("oof_accuracy")), ens.get("oof_accuracy")
     phash = params_hash(read_params())
     competition = params.competition or source.get("competition")
-    message = build_message(params, digest, oof, phash)
+    message = build_message(params, digest, oof, phash, metric)
     record: dict[str, Any] = {
         "file": str(submission), "sha256": digest, "competition": competition, "message": message,
-        "oof_accuracy": oof, "params_hash": phash, "commit": git_commit(), "dry_run": params.dry_run,
+        "metric": metric, "oof_score": oof, "oof_accuracy": oof_accuracy, "params_hash": phash,
+        "commit": git_commit(), "dry_run": params.dry_run,
         "uploaded": False, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     local = None
     if source.get("solution") and Path(source["solution"]).is_file():
-        score = score_submission(submission, source["solution"])
-        local = round(score.accuracy, 6)
-        record["local_score"] = {"solution": source["solution"], "accuracy": local, "rows": score.n_scored}
-        print(f"submit: local score on {source['solution']}: accuracy {score.accuracy:.4f} ({score.n_scored} rows)")
-    _update_history(history, digest, {"file": str(submission), "oof_accuracy": oof, "params_hash": phash,
+        score = score_submission(submission, source["solution"], metric, spec.positive_class)
+        local = round(score.value, 6)
+        record["local_score"] = {"solution": source["solution"], "metric": metric, "score": local,
+                                 "accuracy": round(score.accuracy, 6), "rows": score.n_scored}
+        print(f"submit: local score on {source['solution']}: {metric} {score.value:.4f} ({score.n_scored} rows)")
+    _update_history(history, digest, {"file": str(submission), "metric": metric, "oof_score": oof,
+                                      "oof_accuracy": oof_accuracy, "params_hash": phash,
                                       "commit": record["commit"], "competition": competition,
                                       "local_score": local, "time": record["time"]})
 
@@ -198,7 +207,7 @@ def run(params: SubmitParams, submission: Path = SUBMISSION, receipt: Path = REC
             raise UserError(f"kaggle: submission {ref} to '{competition}' failed scoring: "
                             f"{result.get('error') or 'no reason given'}")
     if record.get("public_score") is not None:
-        print(f"submit: public score {record['public_score']} (OOF accuracy {oof})")
+        print(f"submit: public score {record['public_score']} (OOF {metric} {oof})")
         _update_history(history, digest, {"public_score": record["public_score"], "ref": record.get("ref")})
     write_json(receipt, record)
     return record

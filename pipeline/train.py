@@ -40,8 +40,9 @@ from tqdm import tqdm
 
 from pipeline.augment import build_augment
 from pipeline.config import TrainParams, load_section, params_hash
+from pipeline.metrics import from_meta as metric_of
 from pipeline.models import create_classifier
-from serve.atomic import atomic_path, write_json
+from serve.atomic import atomic_path, sha256_file, write_json
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ PREPARED = Path("data/prepared")
 MODELS = Path("models/folds")
 CHECKPOINTS = Path("models/checkpoints")
 CURVES = Path("models/curves")
+MMAP_FRACTION = 0.25  # image arrays larger than this share of RAM are memory-mapped
 
 
 def derive_seed(*parts: int) -> int:
@@ -147,7 +149,7 @@ def load_prepared(prepared: Path, fold: int) -> tuple[dict, np.ndarray, np.ndarr
     try:
         meta = json.loads((prepared / "meta.json").read_text())
         folds = pd.read_csv(prepared / "folds.csv")["fold"].to_numpy()
-        images = np.load(prepared / "train_images.npy")
+        images = load_images(prepared / "train_images.npy")
         labels = np.load(prepared / "train_labels.npy")
     except FileNotFoundError as exc:
         raise UserError(f"{exc.filename}: not found (run the prepare stage first)") from None
@@ -160,8 +162,20 @@ def load_prepared(prepared: Path, fold: int) -> tuple[dict, np.ndarray, np.ndarr
 def data_fingerprint(prepared: Path) -> str:
     h = hashlib.sha256()
     for name in ("meta.json", "folds.csv", "train_labels.npy", "train_images.npy"):
-        h.update((prepared / name).read_bytes())
+        h.update(sha256_file(prepared / name).encode())
     return h.hexdigest()[:16]
+
+
+def load_images(path: Path) -> np.ndarray:
+    """The uint8 image array, in memory, or memory-mapped when it is over MMAP_FRACTION of the RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 0
+    if ram and path.stat().st_size > MMAP_FRACTION * ram:
+        _logger.info("%s is %.1f GiB: memory-mapped, not loaded", path, path.stat().st_size / 2**30)
+        return np.load(path, mmap_mode="r")
+    return np.load(path)
 
 
 def _rng_states() -> dict:
@@ -285,7 +299,8 @@ def build_run(params: TrainParams, meta: dict, device: torch.device, steps_per_e
     if params.drop_path_rate is not None:
         kwargs["drop_path_rate"] = params.drop_path_rate
     model = create_classifier(params.model, len(meta["classes"]), c, h, meta["mean"], meta["std"], params.img_size,
-                              params.drop_rate, params.pretrained, kwargs).to(device)
+                              params.drop_rate, params.pretrained and not params.pretrained_file, kwargs,
+                              params.pretrained_file).to(device)
     opt_kwargs = {"momentum": params.momentum} if params.optimizer.lower() in ("sgd", "nesterov", "momentum") else {}
     optimizer = timm.optim.create_optimizer_v2(model, opt=params.optimizer, lr=params.lr,
                                                weight_decay=params.weight_decay, **opt_kwargs)
@@ -350,6 +365,7 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
         torch.backends.cudnn.benchmark = True
     seed_everything(seed)
     train_rows, val_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    metric = metric_of(meta)
     t = TrainingSetup.create(params, meta, images, labels, train_rows, device, seed)
     fold_run, net, loader, sampler = t.run, t.net, t.loader, t.sampler
     channels_last, amp_dtype, criterion, mixup, scaler = t.channels_last, t.amp_dtype, t.criterion, t.mixup, t.scaler
@@ -381,24 +397,26 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
         val_probs = predict_probs(scored, images[val_rows], device, channels_last=channels_last, amp_dtype=amp_dtype)
         val_acc = float((val_probs.argmax(1) == labels[val_rows]).mean())
         val_loss = log_loss(val_probs, labels[val_rows])
+        val_score = metric.score(labels[val_rows], val_probs, meta.get("positive"))
         fold_run.epoch = epoch
         fold_run.images_seen += count
         fold_run.seconds += time.perf_counter() - t0
         fold_run.curves.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                                "val_loss": val_loss, "val_accuracy": val_acc,
+                                "val_loss": val_loss, "val_accuracy": val_acc, "val_score": val_score,
                                 "lr": fold_run.optimizer.param_groups[0]["lr"],
                                 "seconds": time.perf_counter() - t0,
                                 "train_images_per_second": count / train_seconds})
-        improved = fold_run.best is None or (val_acc, -val_loss) > (fold_run.best["val_accuracy"], -fold_run.best["val_loss"])
+        improved = fold_run.best is None or (metric.key(val_score), -val_loss) > (
+            metric.key(fold_run.best["val_score"]), -fold_run.best["val_loss"])
         if improved:
-            fold_run.best = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss,
+            fold_run.best = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss, "val_score": val_score,
                              "probs": torch.from_numpy(val_probs),
                              "state": {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}}
             fold_run.epochs_since_best = 0
         else:
             fold_run.epochs_since_best += 1
-        _logger.info("fold %d epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.0f img/s",
-                     fold, epoch, params.epochs, train_loss, train_acc, val_loss, val_acc,
+        _logger.info("fold %d epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f %s %.4f%s | %.0f img/s",
+                     fold, epoch, params.epochs, train_loss, train_acc, val_loss, val_acc, metric.name, val_score,
                      " *" if improved else "", count / train_seconds)
         with atomic_path(ckpt_path) as tmp:
             torch.save(fold_run.state_dict(signature), tmp)
@@ -430,7 +448,8 @@ def _write_outputs(params: TrainParams, meta: dict, fold: int, seed: int, fold_r
     with atomic_path(curves_path) as tmp:
         pd.DataFrame(fold_run.curves).to_csv(tmp, index=False, float_format="%.6g")
     train_time = sum(r["seconds"] for r in fold_run.curves)
-    metrics = {"fold": fold, "seed": seed, "val_accuracy": round(best["val_accuracy"], 6),
+    metrics = {"fold": fold, "seed": seed, "metric": metric_of(meta).name,
+               "val_score": round(best["val_score"], 6), "val_accuracy": round(best["val_accuracy"], 6),
                "val_logloss": round(best["val_loss"], 6), "best_epoch": best["epoch"],
                "epochs_run": len(fold_run.curves), "stopped_early": stopped_early,
                "train_seconds": round(fold_run.seconds, 1),

@@ -20,7 +20,9 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.errors import UserError
+from serve.images import ImageSpec
 from serve.readers import Chunk
+from serve.submission import SubmissionSpec
 
 _logger = logging.getLogger(__name__)
 
@@ -28,12 +30,17 @@ _logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelInfo:
     """What `export` writes into the ONNX metadata."""
-    classes: list[str]          # submission values, index = class index
+    classes: list[str]          # class values as the competition spells them, index = class index
     class_names: list[str]      # human-readable names
-    image_shape: tuple[int, int, int]  # H, W, C
+    image_shape: tuple[int, int, int]  # H, W, C of the model's input
     id_column: str
     target_column: str
     folds: list[int]
+    submission: SubmissionSpec  # what a submission row holds (label, P(positive) or per-class probabilities)
+    image: ImageSpec            # how any image file becomes the model's input (serve.images)
+    pixel_shape: tuple[int, int, int]  # H, W, C of a pixel-CSV row (prepare's source shape)
+    id_form: str                # image-folder ids: "name" (file name) or "stem" (without extension)
+    metric: str
 
 
 def gpu_present() -> bool:
@@ -100,15 +107,26 @@ class Engine:
     def _read_info(self) -> ModelInfo:
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
+            classes = json.loads(meta["classes"])
+            h, w, c = json.loads(meta["image_shape"])
+            image = json.loads(meta.get("image", "{}"))
+            spec = ImageSpec.from_dict({"height": h, "width": w, "channels": c, **image})
+            submission = (SubmissionSpec.from_dict(json.loads(meta["submission"])) if "submission" in meta
+                          else SubmissionSpec.labels(classes, meta["id_column"], meta["target_column"]))
             return ModelInfo(
-                classes=json.loads(meta["classes"]),
+                classes=classes,
                 class_names=json.loads(meta["class_names"]),
-                image_shape=tuple(json.loads(meta["image_shape"])),
+                image_shape=(h, w, c),
                 id_column=meta["id_column"],
                 target_column=meta["target_column"],
                 folds=json.loads(meta["folds"]),
+                submission=submission,
+                image=spec,
+                pixel_shape=tuple(image.get("pixel_shape") or (h, w, c)),
+                id_form=meta.get("id_form", "stem"),
+                metric=json.loads(meta.get("metric", '{"name": "accuracy"}'))["name"],
             )
-        except (KeyError, json.JSONDecodeError) as exc:
+        except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
             raise UserError(f"{self.path}: missing foldwise metadata ({exc}); export it with `foldwise export`") from None
 
     def predict(self, images: np.ndarray) -> np.ndarray:

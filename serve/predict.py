@@ -36,6 +36,7 @@ from serve.engine import Engine
 from serve.errors import UserError
 from serve.paths import refuse_overwrite
 from serve.readers import Chunk, ImageFolderReader, NpyReader, PixelCsvReader
+from serve.submission import PROB_FORMAT
 
 _logger = logging.getLogger(__name__)
 _DONE = object()
@@ -54,10 +55,11 @@ class PredictResult:
 def _open_reader(engine: Engine, input_path: Path, ids_path: Path | None):
     info = engine.info
     if input_path.is_dir():
-        return ImageFolderReader(input_path, info.image_shape)
+        return ImageFolderReader(input_path, info.image, info.id_form)
     suffix = input_path.suffix.lower()
     if suffix == ".csv":
-        return PixelCsvReader(input_path, info.image_shape, info.id_column, ignore_columns=[info.target_column])
+        return PixelCsvReader(input_path, info.image, info.id_column, ignore_columns=info.submission.columns,
+                              pixel_shape=info.pixel_shape)
     if suffix == ".npy":
         ids = None
         if ids_path is not None:
@@ -67,6 +69,22 @@ def _open_reader(engine: Engine, input_path: Path, ids_path: Path | None):
             ids = ids_df[info.id_column].tolist()
         return NpyReader(input_path, info.image_shape, ids)
     raise UserError(f"{input_path}: unsupported input '{suffix}' (a pixel .csv, a uint8 .npy or a folder of images)")
+
+
+def _row_ids_from_sample(reader, sample: Path | None, input_path: Path):
+    """For a pixel CSV without an id column (Digit Recognizer's test.csv): the sample submission's
+    ids in file order, as a function of the row number; None when the input has its own ids."""
+    if sample is None or not isinstance(reader, PixelCsvReader) or reader.id_column is not None:
+        return None
+    ids = read_csv_strings(sample).iloc[:, 0].tolist()
+
+    def lookup(row: str) -> str:
+        i = int(row)
+        if i >= len(ids):
+            raise UserError(f"{input_path}: has no id column and more rows than {sample} ({len(ids)}): "
+                            f"row {i + 1} cannot be given an id")
+        return ids[i]
+    return lookup
 
 
 def _file_digest(path: Path) -> str:
@@ -157,7 +175,8 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     reader = _open_reader(engine, input_path, Path(ids_path) if ids_path else None)
     state_path = output.with_name(output.name + ".partial.json")
     signature = _signature(model, input_path, chunk_rows, probs_output is not None)
-    outs = [_ResumableOutput(output, f"{info.id_column},{info.target_column}\n".encode())]
+    row_ids = _row_ids_from_sample(reader, Path(sample) if sample else None, input_path)
+    outs = [_ResumableOutput(output, (",".join(info.submission.header) + "\n").encode())]
     if probs_output is not None:
         outs.append(_ResumableOutput(Path(probs_output), (",".join([info.id_column, *info.classes]) + "\n").encode()))
     state = None
@@ -176,19 +195,18 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     producer = _Producer(reader.chunks(chunk_rows, skip=done_rows))
     total = len(getattr(reader, "files", getattr(reader, "array", []))) or None
     chunks_done, rows, t0, last_log = (state["chunks"] if state else 0), done_rows, time.perf_counter(), time.monotonic()
-    classes = np.asarray(info.classes, dtype=object)
     try:
         producer.start()
         with tqdm(desc=f"predict ({engine.provider})", unit="img", total=total, initial=done_rows,
                   disable=not sys.stderr.isatty() or bool(os.environ.get("FOLDWISE_QUIET")), file=sys.stderr, smoothing=0.1) as bar:
             for chunk in producer:
                 probs = engine.predict_batched(chunk.images, batch_size)
-                df = pd.DataFrame({info.id_column: chunk.ids, info.target_column: classes[probs.argmax(1)]})
-                handles[0].write(_csv_text(df, header=False))
+                ids = [row_ids(i) for i in chunk.ids] if row_ids else chunk.ids
+                handles[0].write(_csv_text(info.submission.frame(ids, probs), header=False, float_format=PROB_FORMAT))
                 if len(handles) > 1:
                     pdf = pd.DataFrame(probs, columns=info.classes)
-                    pdf.insert(0, info.id_column, chunk.ids)
-                    handles[1].write(_csv_text(pdf, header=False, float_format="%.6g"))
+                    pdf.insert(0, info.id_column, ids)
+                    handles[1].write(_csv_text(pdf, header=False, float_format=PROB_FORMAT))
                 for fh in handles:
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -247,7 +265,7 @@ def _finish(outs: list[_ResumableOutput], output: Path, sample, info, input_path
     df.columns = list(sample_df.columns)
     with atomic_path(output) as tmp:
         tmp.write_bytes(_csv_text(df, header=True))
-        validate_submission(tmp, sample, info.classes, name=str(output))
+        validate_submission(tmp, sample, info.submission, name=str(output))
     outs[0].partial.unlink()
     for o in outs[1:]:
         os.replace(o.partial, o.path)

@@ -1,10 +1,17 @@
-"""Readers that turn held-out images into uint8 batches `[N, C, H, W]` in chunks.
+"""Readers that turn held-out images into the model's uint8 batches `[N, C, H, W]`, in chunks.
 
-Inputs: a Kaggle pixel CSV (`id,pixel0,...`, values 0-255, row-major H*W*C), a `.npy` array
-`[N, H, W, C]` or `[N, H, W]` of uint8, or a folder of image files (id = file name without
-extension). Every reader streams: memory stays at one chunk however large the input, and
-`chunks(rows, skip)` can start after the first `skip` rows (to resume an interrupted run). `parse_pixel_frame` is also what
-`pipeline/prepare.py` validates training CSVs with, so both halves agree on what a valid row is.
+    reader = open_reader(Path("test/"), info)        # a pixel CSV, a uint8 .npy or a folder of images
+    for chunk in reader.chunks(4096): ...
+
+Inputs: a Kaggle pixel CSV (`[id,]pixel0,...`, values 0-255, row-major at the model's pixel
+shape; without an id column the ids are row numbers), a `.npy` array `[N, H, W, C]` or
+`[N, H, W]` of uint8 already at the model's shape, or a folder of image files of any size and
+mode (id = the file name, with or without its extension as the competition spells it). Images go
+through serve.images, the same decode/convert/resize that `prepare` used, so a file gives the
+same pixels in training and here. Every reader streams: memory stays at one chunk however large
+the input, and `chunks(rows, skip)` can start after the first `skip` rows (to resume an
+interrupted run). `parse_pixel_frame` is also what the pixel-CSV layout validates training CSVs
+with, so both halves agree on what a valid row is.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import pandas as pd
 
 from serve.csvfiles import as_written, where
 from serve.errors import UserError
+from serve.images import IMAGE_SUFFIXES, ImageSpec, convert_arrays, default_workers, list_images, load_images
 
 
 def parse_pixel_frame(df: pd.DataFrame, pixel_columns: Sequence[str], image_shape: Sequence[int],
@@ -68,29 +76,34 @@ class Chunk:
 
 
 class PixelCsvReader:
-    """Stream a pixel CSV in chunks; ids from `id_column` if present, else the 0-based row number."""
+    """Stream a pixel CSV in chunks; ids from `id_column` if present, else the 0-based row number.
+    Rows are read at `pixel_shape` and converted to `spec` (a no-op when they already match)."""
 
-    def __init__(self, path: str | os.PathLike, image_shape: Sequence[int], id_column: str,
-                 ignore_columns: Sequence[str] = ()) -> None:
+    def __init__(self, path: str | os.PathLike, spec: ImageSpec, id_column: str,
+                 ignore_columns: Sequence[str] = (), pixel_shape: Sequence[int] | None = None) -> None:
         self.path = Path(path)
-        self.image_shape = tuple(image_shape)
+        self.spec = spec
+        self.pixel_shape = tuple(pixel_shape or spec.shape)
         try:
             header = pd.read_csv(self.path, nrows=0)
         except FileNotFoundError:
             raise UserError(f"{self.path}: file not found") from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             raise UserError(f"{self.path}: not a readable CSV with a header row") from None
-        self.columns = list(header.columns)
-        self.id_column = id_column if id_column in self.columns else None
-        exclude = [c for c in (id_column, *ignore_columns) if c in self.columns]
-        self.pixel_columns = pixel_columns_of(self.columns, self.image_shape, str(self.path), exclude)
+        self.columns = [str(c) for c in header.columns]
+        matches = [c for c in self.columns if c.lower() == id_column.lower()]
+        self.id_column = id_column if id_column in self.columns else (matches[0] if len(matches) == 1 else None)
+        ignore = {c.lower() for c in ignore_columns}
+        exclude = [c for c in self.columns if c == self.id_column or c.lower() in ignore]
+        self.pixel_columns = pixel_columns_of(self.columns, self.pixel_shape, str(self.path), exclude)
 
     def chunks(self, rows: int, skip: int = 0) -> Iterator[Chunk]:
         start = skip
         dtypes = {self.id_column: str} if self.id_column else None
         with pd.read_csv(self.path, chunksize=rows, dtype=dtypes, skiprows=range(1, skip + 1)) as frames:
             for df in frames:
-                images = parse_pixel_frame(df, self.pixel_columns, self.image_shape, str(self.path), start)
+                images = parse_pixel_frame(df, self.pixel_columns, self.pixel_shape, str(self.path), start)
+                images = convert_arrays(images, self.spec)
                 ids = df[self.id_column].tolist() if self.id_column else [str(i) for i in range(start, start + len(df))]
                 yield Chunk(ids=ids, images=np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
                 start += len(df)
@@ -126,35 +139,30 @@ class NpyReader:
             yield Chunk(ids=self.ids[start:start + rows],
                         images=np.ascontiguousarray(block.transpose(0, 3, 1, 2)))
 
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+    def __len__(self) -> int:
+        return len(self.array)
 
 
 class ImageFolderReader:
-    """Stream the image files of a folder (sorted by name); id = file name without extension."""
+    """Stream the image files of a folder (sorted by name), decoded and resized by serve.images in
+    `workers` threads; id = the file name (`id_form` "name") or the name without its extension ("stem")."""
 
-    def __init__(self, path: str | os.PathLike, image_shape: Sequence[int]) -> None:
+    def __init__(self, path: str | os.PathLike, spec: ImageSpec, id_form: str = "stem",
+                 workers: int | None = None) -> None:
         self.path = Path(path)
-        self.image_shape = tuple(image_shape)
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.spec = spec
+        self.id_form = id_form
+        self.workers = workers or default_workers()
+        self.files = list_images(self.path)
         if not self.files:
             raise UserError(f"{self.path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-
-    def _load(self, path: Path) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
-
-        h, w, c = self.image_shape
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("L" if c == 1 else "RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"{path}: not a readable image ({exc})") from None
-        if arr.shape[:2] != (h, w):
-            raise UserError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, the model expects {w}x{h}")
-        return arr.reshape(h, w, c)
 
     def chunks(self, rows: int, skip: int = 0) -> Iterator[Chunk]:
         for start in range(skip, len(self.files), rows):
             files = self.files[start:start + rows]
-            batch = np.stack([self._load(f) for f in files])
-            yield Chunk(ids=[f.stem for f in files], images=np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+            batch = load_images(files, self.spec, workers=self.workers)
+            ids = [f.name if self.id_form == "name" else f.stem for f in files]
+            yield Chunk(ids=ids, images=np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+
+    def __len__(self) -> int:
+        return len(self.files)

@@ -16,8 +16,10 @@ import json
 import os
 import re
 import shutil
+import struct
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +31,8 @@ import pytest
 from conftest import write_zip
 
 CLASSES = "[a, b, c, d, e, f, g, h, i, j]"
-PROJECT_PARAMS = f"prepare:\n  class_names: {CLASSES}\n  n_folds: 2\n"
+PROJECT_PARAMS = (f"prepare:\n  layout: pixel_csv\n  class_names: {CLASSES}\n  classes: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"
+                  "  n_folds: 2\n")
 
 
 @dataclass
@@ -101,6 +104,45 @@ def zip_bomb(path: Path, ctx: dict) -> None:
         zf.writestr("train.csv", b"0" * (40 << 20))
 
 
+def image_comp(kind: str = "labels_csv", labels: dict[str, str] | None = None, images: dict[str, bytes] | None = None,
+               sample: str | None = None, drop: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> Callable:
+    """A small image competition (real pixels as PNG files): labels CSV + train/ + test/, or class
+    folders; `labels`, `images`, `sample` and `drop` change it, `dirs` adds empty folders."""
+    def build(path: Path, ctx: dict) -> None:
+        from PIL import Image
+        x = ctx["slice"]["train.csv"].drop(columns="label").to_numpy().astype(np.uint8).reshape(-1, 28, 28)
+        png = lambda img: (lambda b: (Image.fromarray(img).save(b, format="PNG"), b.getvalue())[1])(io.BytesIO())  # noqa: E731
+        members: dict[str, bytes | str] = {}
+        names = ["coat", "bag"]
+        if kind == "labels_csv":
+            rows = {f"t{i}": names[i % 2] for i in range(8)}
+            rows.update(labels or {})
+            members["labels.csv"] = "id,label\n" + "".join(f"{k},{v}\n" for k, v in rows.items())
+            members.update({f"train/t{i}.png": png(x[i]) for i in range(8)})
+        else:
+            members.update({f"train/{names[i % 2]}/t{i}.png": png(x[i]) for i in range(8)})
+        members.update({f"test/s{i}.png": png(x[20 + i]) for i in range(4)})
+        members["sample_submission.csv"] = sample or "id,label\n" + "".join(f"s{i},coat\n" for i in range(4))
+        members.update(images or {})
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in members.items():
+                if name not in drop:
+                    zf.writestr(name, data)
+            for d in dirs:
+                zf.writestr(zipfile.ZipInfo(d), b"")
+    return build
+
+
+def _truncated_png(ctx: dict) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(buf, format="PNG")
+    return buf.getvalue()[:200]
+
+
+IMG_PARAMS = "prepare:\n  layout: auto\n  n_folds: 2\n"
+
+
 def predict_files(csv: Callable[[pd.DataFrame], pd.DataFrame] | None = None, npy: np.ndarray | None = None,
                   images: dict[str, np.ndarray | bytes] | None = None, links: dict[str, str] | None = None,
                   extra: dict[str, str] | None = None) -> Callable[[Path, dict], None]:
@@ -131,12 +173,23 @@ def predict_files(csv: Callable[[pd.DataFrame], pd.DataFrame] | None = None, npy
     return build
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` grayscale pixels but holds almost no data (a bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
 def submission_project(sub: str, params: str = "") -> Callable[[Path, dict], None]:
     """A prepared project (meta.json, sample submission) with `sub` as submissions/submission.csv."""
     def build(d: Path, ctx: dict) -> None:
         (d / "params.yaml").write_text(params or "submit:\n  enabled: false\n")
         (d / "data/prepared").mkdir(parents=True)
-        (d / "data/prepared/meta.json").write_text(json.dumps({"classes": [str(i) for i in range(10)]}))
+        classes = [str(i) for i in range(10)]
+        (d / "data/prepared/meta.json").write_text(json.dumps({
+            "classes": classes, "id_column": "id", "target_column": "label",
+            "submission": {"kind": "label", "id_column": "id", "columns": ["label"], "classes": classes}}))
         (d / "data/prepared/sample_submission.csv").write_text("id,label\n0,0\n1,0\n2,0\n")
         (d / "submissions").mkdir()
         (d / "submissions/submission.csv").write_text(sub)
@@ -191,7 +244,7 @@ CASES: dict[str, Case] = {
                                project(mutate=broken("test.csv", lambda df: _set(df, 0, "pixel0", 256)))),
     "prepare: pixel 12.5": Case(["prepare"], ["column 'pixel5': 12.5 is not an integer 0-255"],
                                 project(mutate=broken("train.csv", lambda df: _set(df, 2, "pixel5", 12.5)))),
-    "prepare: label 10": Case(["prepare"], ["row 4 (line 5), column 'label': label 10 is not a class"],
+    "prepare: label 10": Case(["prepare"], ["row 4 (line 5), column 'label': label '10' is not a class"],
                               project(mutate=broken("train.csv", lambda df: _set(df, 3, "label", 10)))),
     "prepare: empty pixel": Case(["prepare"], ["row 12 (line 13), column 'pixel3': empty value"],
                                  project(mutate=broken("train.csv", lambda df: _set(df, 11, "pixel3", None)))),
@@ -204,7 +257,11 @@ CASES: dict[str, Case] = {
     "prepare: test id not in sample": Case(["prepare"], ["is not in", "sample_submission.csv"],
                                            project(mutate=broken("sample_submission.csv", lambda df: df.iloc[1:]))),
     "prepare: no train file": Case(["prepare"], ["no file 'train.csv'"],
-                                   project(archive=raw_zip({"test.csv": "id\n", "sample_submission.csv": "id,label\n"}))),
+                                   project(archive=raw_zip({"test.csv": "id\n", "sample_submission.csv": "id,label\n1,0\n"}))),
+    "prepare: layout not detectable": Case(["prepare"], ["no image files and no pixel CSV"],
+                                           project(params="prepare:\n  layout: auto\n",
+                                                   archive=raw_zip({"notes.csv": "a,b\n1,2\n",
+                                                                    "sample_submission.csv": "id,label\n1,0\n"}))),
     "prepare: empty train file": Case(["prepare"], ["train.csv: file is empty"],
                                       project(archive=raw_zip({"train.csv": "", "test.csv": "id,label\n",
                                                                "sample_submission.csv": "id,label\n1,0\n"}))),
@@ -214,6 +271,32 @@ CASES: dict[str, Case] = {
                                             project(params=f"prepare:\n  class_names: {CLASSES}\n  n_folds: 50\n")),
     "prepare: unknown layout": Case(["prepare"], ["prepare.layout: must be one of"],
                                     project(params=f"prepare:\n  class_names: {CLASSES}\n  layout: parquet\n")),
+    # ---- image competitions (labels CSV + folders, class folders)
+    "images: labelled id without an image": Case(
+        ["prepare"], ["labels.csv: row 9 (line 10), column 'id': id 't99' has no image in", "train/"],
+        project(params=IMG_PARAMS, archive=image_comp(labels={"t99": "coat"}))),
+    "images: unreadable image": Case(
+        ["prepare"], ["train/t3.png: not a readable image"],
+        project(params=IMG_PARAMS, archive=image_comp(images={"train/t3.png": b"not an image at all"}))),
+    "images: truncated image": Case(
+        ["prepare"], ["train/t5.png: not a readable image"],
+        project(params=IMG_PARAMS, archive=lambda p, ctx: image_comp(images={"train/t5.png": _truncated_png(ctx)})(p, ctx))),
+    "images: decompression bomb": Case(
+        ["prepare"], ["train/t2.png: image is 10000x10000 = 100,000,000 pixels, above the limit", "decompression bomb"],
+        project(params=IMG_PARAMS, archive=image_comp(images={"train/t2.png": png_header_only(10000, 10000)}))),
+    "images: empty label cell": Case(
+        ["prepare"], ["labels.csv: row 4 (line 5), column 'label': empty label"],
+        project(params=IMG_PARAMS, archive=image_comp(labels={"t3": ""}))),
+    "images: empty class folder": Case(
+        ["prepare"], ["train/Sandal/: empty class folder"],
+        project(params=IMG_PARAMS, archive=image_comp(kind="class_folders", dirs=("train/Sandal/",)))),
+    "images: probability column not a class": Case(
+        ["prepare"], ["sample_submission.csv: probability column 'shirt' is not a class of the training labels"],
+        project(params=IMG_PARAMS, archive=image_comp(
+            sample="id,bag,coat,shirt\n" + "".join(f"s{i},0.3,0.3,0.4\n" for i in range(4))))),
+    "images: no test images match": Case(
+        ["prepare"], ["no folder of test images whose names match the ids of", "'x0'"],
+        project(params=IMG_PARAMS, archive=image_comp(sample="id,label\nx0,coat\n"))),
     # ---- archive checks
     "archive: parent-directory member": Case(["prepare"], ["unsafe member name '../../etc/evil.csv'"],
                                              project(archive=raw_zip({"../../etc/evil.csv": "x"}))),
@@ -298,9 +381,11 @@ CASES: dict[str, Case] = {
     "predict npy: not an array": Case(PRED + ["--input", "bad.npy", "--output", "o.csv"],
                                       ["bad.npy: not a readable .npy array"],
                                       predict_files(extra={"bad.npy": "not numpy"})),
-    "predict folder: wrong size": Case(PRED + ["--input", "imgs", "--output", "o.csv"],
-                                       ["a.png: image is 32x32, the model expects 28x28"],
-                                       predict_files(images={"a.png": np.zeros((32, 32), np.uint8)})),
+    "predict folder: decompression bomb": Case(PRED + ["--input", "imgs", "--output", "o.csv"],
+                                               ["b.png: image is 10000x10000 = 100,000,000 pixels, above the limit",
+                                                "decompression bomb"],
+                                               predict_files(images={"a.png": np.zeros((32, 32), np.uint8),
+                                                                     "b.png": png_header_only(10000, 10000)})),
     "predict folder: corrupt image": Case(PRED + ["--input", "imgs", "--output", "o.csv"],
                                           ["b.png: not a readable image"],
                                           predict_files(images={"a.png": np.zeros((28, 28), np.uint8),

@@ -19,7 +19,8 @@ CLASSES = [f"c{i}" for i in range(10)]
 
 
 def params(**overrides) -> PrepareParams:
-    return build(PrepareParams, {"class_names": CLASSES, "n_folds": 2, "image_shape": [28, 28, 1], **overrides}, "prepare")
+    return build(PrepareParams, {"class_names": CLASSES, "classes": [str(i) for i in range(10)], "n_folds": 2,
+                                 "pixel_shape": [28, 28, 1], **overrides}, "prepare")
 
 
 def test_prepare_writes_validated_arrays_and_folds(slice_zip: Path, tmp_path: Path, real_slice) -> None:
@@ -41,7 +42,7 @@ def test_prepare_writes_validated_arrays_and_folds(slice_zip: Path, tmp_path: Pa
 
 
 def test_image_shape_inferred_as_square_grayscale(slice_zip: Path, tmp_path: Path) -> None:
-    assert run(params(image_shape=None), slice_zip, tmp_path / "out")["image_shape"] == [28, 28, 1]
+    assert run(params(pixel_shape=None), slice_zip, tmp_path / "out")["image_shape"] == [28, 28, 1]
 
 
 def test_folds_are_stratified_balanced_and_seeded() -> None:
@@ -106,7 +107,8 @@ def test_bad_input_through_the_cli_exits_nonzero_without_traceback(case: str, re
     (project / "data/raw").mkdir(parents=True)
     write_zip(project / "data/raw/competition.zip", _broken(real_slice, name, mutate))
     (project / "params.yaml").write_text(
-        "prepare:\n  class_names: [a, b, c, d, e, f, g, h, i, j]\n  n_folds: 2\n")
+        "prepare:\n  class_names: [a, b, c, d, e, f, g, h, i, j]\n  classes: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"
+        "  n_folds: 2\n")
     result = run_cli("prepare", cwd=project)
     assert result.returncode == 2
     assert_one_line_error(result, *needles)

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import EMBEDDED, assert_one_line_error, run_cli
 from serve.errors import UserError
-from serve.submission import score_submission, validate_submission
+from pipeline.scoring import score_submission
+from serve.submission import validate_submission
 
 CLASSES = [str(i) for i in range(10)]
 
