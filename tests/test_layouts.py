@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,31 +19,19 @@ import pytest
 import yaml
 
 from competitions import LAYOUT, METRIC, SHAPES, build
-from conftest import BIN, ROOT, run_cli
-from test_e2e import PROJECT_FILES
+from conftest import BIN, run_cli
+from test_e2e import make_project
 
 pytestmark = pytest.mark.e2e
 CHANCE = {"digits": 0.1, "cifar": 0.1, "cactus": 0.5, "seedlings": 0.1, "breeds": float(np.log(10))}
-TRAIN = {"folds": [{"fold": 0, "seed": 0}, {"fold": 1, "seed": 1}], "epochs": 12, "batch_size": 32,
-         "lr": 0.003, "warmup_epochs": 1.0, "model_kwargs": {"widths": [16, 32, 64]}}
+TRAIN = {"model": "foldwise_cnn", "epochs": 12, "batch_size": 32, "lr": 0.003, "warmup_epochs": 1.0,
+         "model_kwargs": {"widths": [16, 32, 64]}}
 
 
 def project(dst: Path, zip_path: Path) -> Path:
-    for rel in PROJECT_FILES:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    shutil.copy2(zip_path, dst / zip_path.name)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["prepare"]["n_folds"] = 2
-    params["train"].update(TRAIN)
-    params["export"].update(parity_rows=32, eval_rows=400, calibration_rows=64)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
-    return dst
+    """A copy of the project with tiny training; `foldwise init data/slice.zip` then writes its sections."""
+    return make_project(dst, zip_path, prepare={"n_folds": 2}, train=TRAIN,
+                        export={"parity_rows": 32, "eval_rows": 400, "calibration_rows": 64})
 
 
 def _repro(proj: Path) -> tuple[int, str]:
@@ -65,7 +52,8 @@ def competitions(tmp_path_factory) -> dict:
     for shape in SHAPES:
         zip_path, solution = build(shape, base / "zips")
         proj = project(base / shape, zip_path)
-        out[shape] = {"zip": zip_path, "solution": solution, "project": proj, "init": run_cli("init", zip_path.name, cwd=proj)}
+        out[shape] = {"zip": zip_path, "solution": solution, "project": proj,
+                      "init": run_cli("init", "data/slice.zip", cwd=proj)}
     ready = [s for s in SHAPES if out[s]["init"].returncode == 0]
     with ThreadPoolExecutor(max_workers=2) as pool:
         for shape, (code, log) in zip(ready, pool.map(lambda s: _repro(out[s]["project"]), ready)):
@@ -84,7 +72,7 @@ def test_init_detects_the_layout_and_repro_runs_end_to_end(competitions, shape: 
     assert f"metric        {METRIC[shape]}" in c["init"].stdout
     params = yaml.safe_load((c["project"] / "params.yaml").read_text())
     assert params["prepare"]["layout"] == LAYOUT[shape] and params["prepare"]["metric"] == METRIC[shape]
-    assert params["download"] == {**params["download"], "source": "local", "path": c["zip"].name}
+    assert params["download"] == {**params["download"], "source": "local", "path": "data/slice.zip"}
     assert c["returncode"] == 0, c["log"][-4000:]
     meta = json.loads((c["project"] / "data/prepared/meta.json").read_text())
     assert meta["layout"] == LAYOUT[shape] and meta["metric"]["name"] == METRIC[shape]
