@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import EMBEDDED, assert_one_line_error, run_cli, write_zip
+from conftest import EMBEDDED, ROOT, assert_one_line_error, run_cli, write_zip
 from kaggle_emulator import KaggleEmulator, kaggle_emulator  # noqa: F401  (the fixture)
 from test_e2e import dvc, make_project
 
@@ -275,3 +275,23 @@ def test_kaggle_dataset_source_becomes_a_local_competition(project, kaggle_emula
     assert solution["label"].tolist() == train.iloc[300:]["label"].tolist()
     meta = json.loads((p / "data/prepared/meta.json").read_text())
     assert meta["n_train"] == 300 and meta["n_test"] == 100
+
+
+def test_init_with_a_kaggle_slug_downloads_inspects_and_points_download_at_it(kaggle_emulator, tmp_path):
+    """`foldwise init <slug>`: the real client downloads the competition (Digit Recognizer's shape),
+    the layout is detected, and params.yaml's download section names the slug."""
+    from competitions import build
+
+    zip_path, solution = build("digits", tmp_path / "zips", n_train=120, n_test=20)
+    kaggle_emulator.add_competition("digit-recognizer", zip_path, solution, id_column="ImageId", target_column="Label")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(ROOT / "params.yaml", proj / "params.yaml")
+    r = run_cli("init", "digit-recognizer", cwd=proj, env=_clean_env(kaggle_emulator, tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "layout        pixel_csv" in r.stdout and "id column 'ImageId'" in r.stdout
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    assert params["download"]["source"] == "kaggle" and params["download"]["competition"] == "digit-recognizer"
+    assert params["prepare"]["id_column"] == "ImageId" and params["prepare"]["target_column"] == "label"
+    assert [q["method"] for q in kaggle_emulator.requests] == ["DownloadDataFiles"]
+    assert not list(proj.glob(".foldwise-init-*")), "the download is not left behind"
