@@ -79,14 +79,45 @@ def prepare() -> None:
 
 
 @app.command()
-def train(fold: int = typer.Option(..., "--fold", "-k", help="Fold index (0-based)."),
-          seed: Optional[int] = typer.Option(None, help="Seed [default: this fold's seed in train.folds].")) -> None:
+def train(fold: Optional[int] = typer.Option(None, "--fold", "-k", help="Fold index (0-based)."),
+          seed: Optional[int] = typer.Option(None, help="Seed [default: this fold's seed in train.folds]."),
+          parallel: bool = typer.Option(False, "--parallel", help="Train every stale train@k at once on Ray, "
+                                        "then record them in dvc.lock (needs the [ray] extra)."),
+          address: Optional[str] = typer.Option(None, help="--parallel: Ray cluster [default: RAY_ADDRESS, "
+                                                "else a local Ray on this machine]."),
+          cpus_per_fold: Optional[float] = typer.Option(None, help="--parallel: CPUs (= torch threads) per fold "
+                                                        "[default: the cluster's CPUs / stale folds]."),
+          gpus_per_fold: Optional[float] = typer.Option(None, help="--parallel: GPUs per fold [default: 1 if the "
+                                                        "cluster has GPUs, else 0]."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="--parallel: list the stale folds, train nothing."),
+          sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: SyncBatchNorm across the "
+                                       "processes (CUDA).")) -> None:
     """Stage train@k: train one fold -> models/folds/fold<k>/ (weights, OOF probabilities, metrics).
 
     Resumes from models/checkpoints/fold<k>/last.pt when it belongs to the same params, seed and data.
+    Under torchrun (WORLD_SIZE > 1) the fold is trained with DDP over all processes
+    (pipeline/distributed/ddp.py). With --parallel, every stale fold stage is trained at once on Ray
+    (pipeline/distributed/parallel_folds.py).
 
-    Example: foldwise train --fold 0 --seed 0
+    Examples:
+      foldwise train --fold 0 --seed 0
+      foldwise train --parallel --cpus-per-fold 1
+      torchrun --nproc-per-node 4 --no-python foldwise train --fold 0
     """
+    if parallel:
+        if fold is not None or seed is not None or sync_bn:
+            raise UserError("--parallel trains every stale fold stage: drop --fold, --seed and --sync-bn")
+        from pipeline.distributed.parallel_folds import main as parallel_main
+        parallel_main(address=address, cpus_per_fold=cpus_per_fold, gpus_per_fold=gpus_per_fold, dry_run=dry_run)
+        return
+    if fold is None:
+        raise UserError("--fold is required (or --parallel for every stale fold)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+        from pipeline.distributed.ddp import main as ddp_main
+        ddp_main(fold, seed, sync_bn=sync_bn)
+        return
+    if sync_bn:
+        raise UserError("--sync-bn applies to DDP runs under torchrun (WORLD_SIZE > 1)")
     from pipeline import train as stage
     stage.main(fold, seed)
 
@@ -147,17 +178,31 @@ def predict(
     chunk_rows: int = typer.Option(4096, help="Rows read, predicted and written (resumably) at a time."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     config: Optional[Path] = typer.Option(None, help="Take defaults from this params file's `predict` section."),
+    ray: bool = typer.Option(False, "--ray", help="Distributed over a Ray cluster (Ray Data, onnxruntime actors); "
+                             "--input may then be a glob or a folder of shards (needs the [ray] extra)."),
+    address: Optional[str] = typer.Option(None, help="--ray: cluster address [default: RAY_ADDRESS, else local]."),
+    workers: Optional[int] = typer.Option(None, help="--ray: onnxruntime actors [default: one per GPU, else "
+                                          "CPUs / threads]."),
+    shard_rows: int = typer.Option(4096, help="--ray: images per shard when a folder of images is split."),
 ) -> None:
     """Predict a held-out set with the ONNX ensemble (onnxruntime only, no torch).
 
     Streams the input in chunks; if killed, the same command continues where it stopped.
+    With --ray, shards of the input are predicted on a Ray cluster, finished shards are kept
+    (a run started again skips them), and the output is byte-identical to a one-machine run.
 
-    Example: foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
+    Examples:
+      foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
+      foldwise predict --ray --model models/ensemble.onnx --input 'test/*.csv' --output preds.csv
     """
     from pipeline.config import PredictParams, build, load_section
     from serve.paths import refuse_overwrite
     from serve.predict import PARTIAL_SUFFIXES, predict_file
 
+    if ray:
+        _predict_ray(model, str(input), output, ids, sample, probs, batch_size, provider, threads, chunk_rows,
+                     require_gpu, config, address, workers, shard_rows)
+        return
     refuse_overwrite({"--output": output, "--probs": probs},
                      {"--input": input, "--ids": ids, "--sample": sample, "--model": model, "--config": config},
                      partial_suffixes=PARTIAL_SUFFIXES)
@@ -172,6 +217,27 @@ def predict(
     resumed = f" (resumed after {result.resumed_rows})" if result.resumed_rows else ""
     typer.echo(f"wrote {output}: {result.rows} rows{resumed}, {result.images_per_second:.0f} images/s "
                f"on {result.provider}")
+
+
+def _predict_ray(model: Path, input_spec: str, output: Path, ids: Optional[Path], sample: Optional[Path],
+                 probs: Optional[Path], batch_size: Optional[int], provider: Optional[str], threads: Optional[int],
+                 chunk_rows: int, require_gpu: bool, config: Optional[Path], address: Optional[str],
+                 workers: Optional[int], shard_rows: int) -> None:
+    """`foldwise predict --ray`: pipeline/distributed/ray_predict.py."""
+    from pipeline.config import PredictParams, build, load_section
+    from pipeline.distributed.ray_predict import predict_distributed
+
+    if ids is not None or require_gpu:
+        raise UserError("--ray takes pixel CSVs or image folders (no --ids) and picks GPUs itself (no --require-gpu)")
+    p = load_section("predict", PredictParams, config) if config else build(PredictParams, {}, "predict")
+    result = predict_distributed(model, input_spec, output, sample=sample, probs_output=probs, address=address,
+                                 workers=workers, threads=threads if threads is not None else p.threads,
+                                 provider=provider or p.provider,
+                                 batch_size=batch_size if batch_size is not None else p.batch_size,
+                                 shard_rows=shard_rows, chunk_rows=chunk_rows)
+    typer.echo(f"wrote {output}: {result['rows']} rows from {result['shards']} shards ({result['ran']} run now, "
+               f"{result['shards'] - result['ran']} already done) on {len(result['nodes'])} Ray node(s) "
+               f"in {result['seconds']:.0f} s")
 
 
 @app.command()

@@ -329,17 +329,21 @@ class TrainingSetup:
 
     @classmethod
     def create(cls, params: TrainParams, meta: dict, images: np.ndarray, labels: np.ndarray,
-               train_rows: np.ndarray, device: torch.device, seed: int) -> "TrainingSetup":
+               train_rows: np.ndarray, device: torch.device, seed: int, sampler: EpochBatches | None = None,
+               wrap=None) -> "TrainingSetup":
+        """`sampler` and `wrap` (model -> net, e.g. DDP) are the hooks of pipeline/distributed/ddp.py."""
         channels_last = params.channels_last and not params.model.startswith(("foldwise_mlp", "foldwise_linear"))
         amp_dtype = autocast_dtype(params.amp, device)
-        sampler = EpochBatches(train_rows, params.batch_size, seed, drop_last=len(train_rows) > params.batch_size)
+        if sampler is None:
+            sampler = EpochBatches(train_rows, params.batch_size, seed, drop_last=len(train_rows) > params.batch_size)
         loader = DataLoader(AugmentedBatches(images, labels, build_augment(params.augment)), sampler=sampler,
                             batch_size=None, num_workers=params.num_workers,
                             persistent_workers=params.num_workers > 0, pin_memory=device.type == "cuda")
         fold_run = build_run(params, meta, device, len(sampler))
         if channels_last:
             fold_run.model.to(memory_format=torch.channels_last)
-        net = torch.compile(fold_run.model) if params.compile else fold_run.model
+        net = wrap(fold_run.model) if wrap is not None else fold_run.model
+        net = torch.compile(net) if params.compile else net
         mixup = None
         if params.mixup_alpha > 0 or params.cutmix_alpha > 0:
             from timm.data import Mixup  # noqa: PLC0415
@@ -354,7 +358,9 @@ class TrainingSetup:
 
 
 def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, models: Path = MODELS,
-        checkpoints: Path = CHECKPOINTS, curves_dir: Path = CURVES) -> dict:
+        checkpoints: Path = CHECKPOINTS, curves_dir: Path = CURVES, dist=None) -> dict:
+    """Train one fold. `dist` (a pipeline.distributed.ddp.DDPContext under torchrun, else None) shards
+    the batches, wraps the model in DDP, gathers the OOF rows and lets rank 0 alone write."""
     meta, images, labels, folds = load_prepared(prepared, fold)
     device = resolve_device(params.device)
     if params.deterministic:
@@ -366,14 +372,18 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
     seed_everything(seed)
     train_rows, val_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     metric = metric_of(meta)
-    t = TrainingSetup.create(params, meta, images, labels, train_rows, device, seed)
+    t = TrainingSetup.create(params, meta, images, labels, train_rows, device, seed,
+                             **(dist.setup_kwargs(train_rows, params, seed, device) if dist else {}))
     fold_run, net, loader, sampler = t.run, t.net, t.loader, t.sampler
     channels_last, amp_dtype, criterion, mixup, scaler = t.channels_last, t.amp_dtype, t.criterion, t.mixup, t.scaler
 
     signature = params_hash({"params": {k: v for k, v in dataclasses.asdict(params).items() if k != "folds"},
-                             "fold": fold, "seed": seed, "data": data_fingerprint(prepared)})
+                             "fold": fold, "seed": seed, "data": data_fingerprint(prepared),
+                             **(dist.signature() if dist else {})})
     ckpt_path = checkpoints / f"fold{fold}" / "last.pt"
-    state = load_checkpoint(ckpt_path, signature)
+    state = load_checkpoint(ckpt_path, signature) if dist is None or dist.is_main else None
+    if dist is not None:  # rank 0's checkpoint reaches every rank (no shared filesystem needed)
+        state = dist.broadcast_object(state)
     if state is not None:
         fold_run.load_state_dict(state)
         _logger.info("fold %d: resuming from %s after epoch %d", fold, ckpt_path, fold_run.epoch)
@@ -387,14 +397,18 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
             stopped_early = True
             break
         epoch = fold_run.epoch + 1
-        seed_everything(derive_seed(seed, epoch))
+        seed_everything(derive_seed(seed, epoch) if dist is None else dist.epoch_seed(seed, epoch))
         sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         train_loss, train_acc, count = _train_one_epoch(fold_run, net, loader, params, device, channels_last,
                                                         amp_dtype, scaler, criterion, mixup, fold)
+        if dist is not None:
+            train_loss, train_acc, count = dist.reduce_stats(train_loss, train_acc, count)
         train_seconds = time.perf_counter() - t0
         scored = fold_run.ema.module if fold_run.ema is not None else fold_run.model
-        val_probs = predict_probs(scored, images[val_rows], device, channels_last=channels_last, amp_dtype=amp_dtype)
+        predict = lambda rows: predict_probs(scored, images[rows], device, channels_last=channels_last,  # noqa: E731
+                                             amp_dtype=amp_dtype)
+        val_probs = predict(val_rows) if dist is None else dist.gather_rows(predict, val_rows, scored)
         val_acc = float((val_probs.argmax(1) == labels[val_rows]).mean())
         val_loss = log_loss(val_probs, labels[val_rows])
         val_score = metric.score(labels[val_rows], val_probs, meta.get("positive"))
@@ -418,8 +432,11 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
         _logger.info("fold %d epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f %s %.4f%s | %.0f img/s",
                      fold, epoch, params.epochs, train_loss, train_acc, val_loss, val_acc, metric.name, val_score,
                      " *" if improved else "", count / train_seconds)
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(fold_run.state_dict(signature), tmp)
+        if dist is None or dist.is_main:
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(fold_run.state_dict(signature), tmp)
+    if dist is not None and not dist.is_main:
+        return {}
     return _write_outputs(params, meta, fold, seed, fold_run, val_rows, models / f"fold{fold}", device,
                           channels_last, stopped_early, curves_dir / f"fold{fold}.csv")
 
@@ -481,11 +498,16 @@ def load_fold_model(path: Path) -> tuple[nn.Module, dict]:
     return model.eval(), ckpt
 
 
-def main(fold: int, seed: int | None = None) -> None:
-    params = load_section("train", TrainParams)
+def fold_seed(params: TrainParams, fold: int, seed: int | None) -> int:
+    """`seed`, or this fold's seed in train.folds."""
     if seed is None:
         listed = {spec["fold"]: spec["seed"] for spec in params.folds}
         if fold not in listed:
             raise UserError(f"fold {fold} is not in params.yaml train.folds; pass --seed or add it there")
         seed = listed[fold]
-    run(params, fold, seed)
+    return seed
+
+
+def main(fold: int, seed: int | None = None) -> None:
+    params = load_section("train", TrainParams)
+    run(params, fold, fold_seed(params, fold, seed))

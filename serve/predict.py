@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from serve.atomic import atomic_path, sha256_file, write_json
 from serve.csvfiles import read_csv_strings
-from serve.engine import Engine
+from serve.engine import Engine, ModelInfo
 from serve.errors import UserError
 from serve.paths import refuse_overwrite
 from serve.readers import Chunk, ImageFolderReader, NpyReader, PixelCsvReader
@@ -52,7 +52,8 @@ class PredictResult:
     resumed_rows: int
 
 
-def _open_reader(engine: Engine, input_path: Path, ids_path: Path | None):
+def open_reader(engine: Engine, input_path: Path, ids_path: Path | None):
+    """The chunked reader for a pixel CSV, a uint8 .npy or a folder of images (by suffix)."""
     info = engine.info
     if input_path.is_dir():
         return ImageFolderReader(input_path, info.image, info.id_form)
@@ -172,13 +173,12 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     info = engine.info
     if not input_path.exists():
         raise UserError(f"{input_path}: file not found")
-    reader = _open_reader(engine, input_path, Path(ids_path) if ids_path else None)
+    reader = open_reader(engine, input_path, Path(ids_path) if ids_path else None)
     state_path = output.with_name(output.name + ".partial.json")
     signature = _signature(model, input_path, chunk_rows, probs_output is not None)
     row_ids = _row_ids_from_sample(reader, Path(sample) if sample else None, input_path)
-    outs = [_ResumableOutput(output, (",".join(info.submission.header) + "\n").encode())]
-    if probs_output is not None:
-        outs.append(_ResumableOutput(Path(probs_output), (",".join([info.id_column, *info.classes]) + "\n").encode()))
+    headers = output_headers(info, probs_output is not None)
+    outs = [_ResumableOutput(path, head) for path, head in zip([output, probs_output], headers)]
     state = None
     if state_path.exists():
         try:
@@ -202,11 +202,8 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
             for chunk in producer:
                 probs = engine.predict_batched(chunk.images, batch_size)
                 ids = [row_ids(i) for i in chunk.ids] if row_ids else chunk.ids
-                handles[0].write(_csv_text(info.submission.frame(ids, probs), header=False, float_format=PROB_FORMAT))
-                if len(handles) > 1:
-                    pdf = pd.DataFrame(probs, columns=info.classes)
-                    pdf.insert(0, info.id_column, ids)
-                    handles[1].write(_csv_text(pdf, header=False, float_format=PROB_FORMAT))
+                for fh, text in zip(handles, format_rows(info, ids, probs, len(handles) > 1)):
+                    fh.write(text)
                 for fh in handles:
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -222,7 +219,7 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
         seconds = time.perf_counter() - t0
         for fh in handles:
             fh.close()
-        _finish(outs, output, sample, info, input_path)
+        finish_outputs([(o.partial, o.path) for o in outs], sample, info, input_path)
     except UserError:  # bad input: nothing of this run may stay behind
         for fh in handles:
             fh.close()
@@ -241,16 +238,34 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
                          resumed_rows=done_rows)
 
 
-def _finish(outs: list[_ResumableOutput], output: Path, sample, info, input_path: Path) -> None:
-    """Move the finished partial files into place; with a sample submission, reorder and validate first."""
+def output_headers(info: ModelInfo, with_probs: bool) -> list[bytes]:
+    """Header lines of the submission CSV (and of the probabilities CSV)."""
+    heads = [(",".join(info.submission.header) + "\n").encode()]
+    return heads + [(",".join([info.id_column, *info.classes]) + "\n").encode()] if with_probs else heads
+
+
+def format_rows(info: ModelInfo, ids: list[str], probs: np.ndarray, with_probs: bool) -> list[bytes]:
+    """CSV rows (no header) of the submission (and of the probabilities) for one chunk of images."""
+    texts = [_csv_text(info.submission.frame(ids, probs), header=False, float_format=PROB_FORMAT)]
+    if with_probs:
+        pdf = pd.DataFrame(probs, columns=info.classes)
+        pdf.insert(0, info.id_column, ids)
+        texts.append(_csv_text(pdf, header=False, float_format=PROB_FORMAT))
+    return texts
+
+
+def finish_outputs(files: list[tuple[Path, Path]], sample, info, input_path) -> None:
+    """Move finished (partial, final) files into place, labels first; with a sample submission,
+    reorder the labels like it and validate them before they replace the output."""
     from serve.submission import validate_submission  # noqa: PLC0415
 
     if sample is None:
-        for o in outs:
-            os.replace(o.partial, o.path)
+        for partial, final in files:
+            os.replace(partial, final)
         return
+    (label_partial, output), rest = files[0], files[1:]
     sample_df = read_csv_strings(sample)
-    df = read_csv_strings(outs[0].partial)
+    df = read_csv_strings(label_partial)
     by_id = df.set_index(df.columns[0])
     if by_id.index.duplicated().any():
         raise UserError(f"{input_path}: id '{by_id.index[by_id.index.duplicated()][0]}' appears twice")
@@ -266,6 +281,6 @@ def _finish(outs: list[_ResumableOutput], output: Path, sample, info, input_path
     with atomic_path(output) as tmp:
         tmp.write_bytes(_csv_text(df, header=True))
         validate_submission(tmp, sample, info.submission, name=str(output))
-    outs[0].partial.unlink()
-    for o in outs[1:]:
-        os.replace(o.partial, o.path)
+    label_partial.unlink()
+    for partial, final in rest:
+        os.replace(partial, final)
