@@ -377,6 +377,32 @@ def bench_stream(rows: int = typer.Option(1_000_000, help="Images in the generat
                f"peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB, {r['rows_written']} rows written")
 
 
+@bench_app.command("parallel")
+def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on both sides (a shorter run; "
+                                                     "params.yaml's own value with --epochs 0)."),
+                   workers: int = typer.Option(2, help="Parallel side: single-thread Ray workers; sequential "
+                                               "side: torch threads."),
+                   rounds: int = typer.Option(1, help="Rounds, alternating which side goes first."),
+                   keep: bool = typer.Option(False, help="Keep bench/parallel-folds/ (both project copies).")) -> None:
+    """Every fold with `foldwise train --parallel` (1-thread Ray workers) vs sequential `dvc repro` of the
+    folds (one process, N threads): wall time of each, their ratio, per-fold accuracy.
+
+    Example: foldwise bench parallel --epochs 1
+    """
+    from pipeline.distributed.bench import bench_parallel as run_bench
+
+    r = run_bench(epochs=epochs or None, workers=workers, rounds=rounds, keep=keep)
+    typer.echo(f"{r['folds']} folds x {r['epochs']} epochs on {r['cpu']}")
+    for run in r["runs"]:
+        typer.echo(f"round {run['round']} ({run['first']} first): sequential dvc repro ({workers} threads) "
+                   f"{run['sequential']:.0f} s [load {run['sequential_load_before']}], parallel "
+                   f"({workers} x 1-thread Ray workers) {run['parallel']:.0f} s [load {run['parallel_load_before']}]: "
+                   f"ratio {run['ratio']:.2f}x")
+    for side in ("sequential", "parallel"):
+        typer.echo(f"{side:>10} val accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in r[f"accuracy_{side}"].items()))
+    typer.echo(f"load average after: {r['load_after']} (wrote bench/parallel.json)")
+
+
 def main() -> None:
     """Console entry point: user errors as one line and exit code 2."""
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -183,7 +182,7 @@ def test_ray_predict_resumes_after_a_bad_shard_and_equals_predict(cluster: str, 
 
 
 def test_shards_of_globs_folders_and_image_folders(tmp_path: Path, real_slice) -> None:
-    from pipeline.distributed.shards import plan_shards
+    from pipeline.distributed.shards import plan_shards, refuse_overwriting_shards
     from serve.errors import UserError
 
     _csv_shards(real_slice, tmp_path / "csvs", 3)
@@ -203,4 +202,7 @@ def test_shards_of_globs_folders_and_image_folders(tmp_path: Path, real_slice) -
                          (str(tmp_path / "x.npy"), "unsupported shard '.npy'")):
         with pytest.raises(UserError, match=needle):
             plan_shards(spec)
-    shutil.rmtree(tmp_path / "imgs")
+    for out in (tmp_path / "csvs/part-1.csv", tmp_path / "imgs/b/b3.png"):  # an output that is an input
+        with pytest.raises(UserError, match="refusing to overwrite an input"):
+            refuse_overwriting_shards({"--output": out}, by_glob + shards)
+    refuse_overwriting_shards({"--output": tmp_path / "imgs/b/preds.csv"}, by_glob + shards)  # a new file: fine

@@ -17,3 +17,12 @@ def test_serve_imports_neither_torch_nor_timm() -> None:
     assert result.returncode == 0, result.stderr
     n_modules = int(result.stdout.split()[0])
     assert n_modules >= 6
+
+
+def test_distributed_inference_imports_neither_torch_nor_timm() -> None:
+    """The Ray inference driver and actors (pipeline/distributed/ray_predict.py) run on onnxruntime alone."""
+    code = ("import sys, pipeline.distributed.ray_predict, pipeline.distributed.cluster\n"
+            "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'timm', 'torchvision'))\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -35,7 +35,7 @@ class FoldStage:
     outs: tuple[str, ...]  # paths relative to the project root, as dvc.yaml says
 
 
-def _dvc_bin() -> str:
+def dvc_bin() -> str:
     """The `dvc` next to this Python (the project's venv), else the one on PATH."""
     beside = Path(sys.executable).parent / "dvc"
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
@@ -44,7 +44,7 @@ def _dvc_bin() -> str:
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the DVC CLI in `root`; UserError with DVC's own last lines if it fails."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run([_dvc_bin(), *args], cwd=root, capture_output=True, text=True, env=env)
+    result = subprocess.run([dvc_bin(), *args], cwd=root, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         said = " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])[:400]
         raise UserError(f"dvc {' '.join(args)} failed in {root}: {said}")

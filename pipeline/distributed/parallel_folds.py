@@ -157,12 +157,11 @@ def train_parallel(root: Path = Path("."), address: str | None = None, cpus_per_
     prepared = ray.put(read_tree(root / PREPARED))
     task = ray.remote(train_fold_task).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD",
                                                max_retries=1)
-    plain = {k: v for k, v in dataclasses.asdict(params).items()}
     pending = {}
     for s in stale:
         ckpt = root / CHECKPOINTS / f"fold{s.fold}" / "last.pt"
-        pending[task.remote(s.fold, s.seed, plain, prepared, ckpt.read_bytes() if ckpt.is_file() else None,
-                            threads)] = s
+        pending[task.remote(s.fold, s.seed, dataclasses.asdict(params), prepared,
+                            ckpt.read_bytes() if ckpt.is_file() else None, threads)] = s
     _logger.info("%d folds on Ray: %g CPUs (%d torch threads) and %g GPUs each", len(stale), cpus, threads, gpus)
     done, errors, t0 = [], [], time.perf_counter()
     while pending:

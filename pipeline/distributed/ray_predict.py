@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.distributed.cluster import connect, node_id
-from pipeline.distributed.shards import Shard, ShardState, plan_shards
+from pipeline.distributed.shards import Shard, ShardState, plan_shards, refuse_overwriting_shards
 from serve.atomic import sha256_file
 from serve.engine import Engine
 from serve.errors import UserError
@@ -109,9 +109,9 @@ def predict_distributed(model: Path, input_spec: str, output: Path, sample: Path
     if batch_size < 1 or chunk_rows < 1:
         raise UserError(f"--batch-size and --chunk-rows must be at least 1, got {batch_size}, {chunk_rows}")
     shards = plan_shards(input_spec, shard_rows)
-    inputs = {f"--input {s.source}": Path(f) for s in shards for f in s.files}
-    refuse_overwrite({"--output": output, "--probs": probs_output},
-                     {**inputs, "--sample": sample, "--model": model}, partial_suffixes=(*PARTIAL_SUFFIXES, ".shards"))
+    refuse_overwrite({"--output": output, "--probs": probs_output}, {"--sample": sample, "--model": model},
+                     partial_suffixes=(*PARTIAL_SUFFIXES, ".shards"))
+    refuse_overwriting_shards({"--output": output, "--probs": probs_output}, shards)
     info = Engine(model, provider="cpu", threads=1).info  # checks the model here, before any cluster work
     with_probs = probs_output is not None
     state = ShardState(output, sha256_file(model), with_probs)

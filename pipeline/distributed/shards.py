@@ -125,16 +125,31 @@ class ShardState:
 
     def concatenate(self, shards: list[Shard], headers: list[bytes], partials: list[Path]) -> int:
         """Write header + every shard's rows, in shard order, to each partial file; returns the rows."""
-        rows = 0
-        for i, (head, partial) in enumerate(zip(headers, partials)):
+        for head, partial, i in zip(headers, partials, range(len(headers))):
             with open(partial, "wb") as out:
                 out.write(head)
                 for shard in shards:
                     with open(self.paths(shard)[i], "rb") as fh:
-                        data = fh.read()
-                    out.write(data)
-                    rows += data.count(b"\n") if i == 0 else 0
-        return rows
+                        shutil.copyfileobj(fh, out, 1 << 20)
+        with open(partials[0], "rb") as fh:
+            return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1
+
+
+def refuse_overwriting_shards(outputs: dict[str, Path | None], shards: list[Shard]) -> None:
+    """UserError if an output (or its `.partial`/`.shards`) is one of the input files: CSVs are compared
+    as files, image folders by folder and name (cheap however many images there are)."""
+    from serve.paths import refuse_overwrite, same_file  # noqa: PLC0415
+
+    refuse_overwrite(outputs, {f"--input {s.source}": Path(s.source) for s in shards if s.kind == "csv"},
+                     partial_suffixes=(".partial", ".partial.json", ".shards"))
+    folders = {s.source for s in shards if s.kind == "images"}
+    for label, out in outputs.items():
+        if out is None:
+            continue
+        for folder in folders:
+            if same_file(Path(out).parent, folder) and (Path(folder) / Path(out).name).exists():
+                raise UserError(f"{label} {out} is an image of --input {folder}: refusing to overwrite an input "
+                                "(choose another output path)")
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

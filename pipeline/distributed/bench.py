@@ -1,0 +1,131 @@
+"""`foldwise bench parallel`: every fold with `foldwise train --parallel` (N single-thread Ray
+workers) vs the sequential `dvc repro train@0 ...` (one process, N threads), side by side in one run.
+
+    foldwise bench parallel --epochs 1          # 5 folds, 1 epoch each (the default has 4 epochs)
+    foldwise bench parallel --epochs 1 --rounds 2   # two rounds, alternating which side goes first
+
+Two copies of the project are made under bench/parallel-folds/ (same code, params and data;
+prepare runs once, untimed); only `train.epochs` is overridden. Each side's wall time includes all
+it needs: DVC, process start-up, for the parallel side starting Ray and `dvc commit`. Prints both
+times, their ratio, per-fold validation accuracy on both sides, the CPU and the load average, and
+writes bench/parallel.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipeline.config import read_params
+from pipeline.distributed import dvcstate
+from serve.atomic import write_json
+from serve.errors import UserError
+
+_logger = logging.getLogger(__name__)
+PROJECT_FILES = (".dvc/config", ".dvcignore", "dvc.yaml", "params.yaml", "pipeline", "serve", "data/embedded")
+
+
+def cpu_model() -> str:
+    """`Model name` and the SIMD flags that matter for torch, from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags]
+    return f"{name} ({os.cpu_count()} cores; {' '.join(simd) or 'no AVX2'})"
+
+
+def _copy_project(src: Path, dst: Path, epochs: int | None) -> None:
+    import yaml  # noqa: PLC0415
+
+    for rel in PROJECT_FILES:
+        s = src / rel
+        if s.is_dir():
+            shutil.copytree(s, dst / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif s.exists():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(s, dst / rel)
+    params = read_params(dst / "params.yaml")
+    if epochs is not None:
+        params["train"]["epochs"] = epochs
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+
+
+def _run(cmd: list[str], cwd: Path, threads: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    t0 = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if result.returncode != 0:
+        raise UserError(f"bench: `{' '.join(cmd)}` failed in {cwd}: "
+                        + " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])[:400])
+    return seconds
+
+
+def _fold_accuracy(project: Path) -> dict[str, float]:
+    out = {}
+    for metrics in sorted((project / "models/folds").glob("fold*/metrics.json")):
+        out[metrics.parent.name] = json.loads(metrics.read_text())["val_accuracy"]
+    return out
+
+
+def _reset_folds(project: Path) -> None:
+    """Back to 'every fold stale': no fold outputs, no checkpoints to resume, no run-cache to restore
+    from (the sequential side also runs `dvc repro --force`, which never restores)."""
+    for rel in ("models", ".dvc/cache/runs"):
+        shutil.rmtree(project / rel, ignore_errors=True)
+
+
+def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, root: Path = Path("."),
+                   workdir: Path = Path("bench/parallel-folds"), keep: bool = False) -> dict:
+    """Time both sides `rounds` times (alternating which goes first); returns the measurements."""
+    if workers < 1 or rounds < 1:
+        raise UserError(f"--workers and --rounds must be at least 1, got {workers}, {rounds}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    seq, par = workdir / "sequential", workdir / "parallel"
+    _copy_project(root, seq, epochs)
+    stages = dvcstate.fold_stages(seq)
+    _logger.info("bench: preparing the data once (untimed)")
+    dvcstate.reproduce_upstream(seq, stages)
+    shutil.copytree(seq, par, symlinks=True)
+    names = [s.name for s in stages]
+    runs = []
+    for r in range(rounds):
+        order = [("sequential", seq), ("parallel", par)]
+        if r % 2:
+            order.reverse()
+        times = {}
+        for side, project in order:
+            _reset_folds(project)
+            load = os.getloadavg()[0]
+            _logger.info("bench round %d: %s side (%d folds)", r + 1, side, len(names))
+            if side == "sequential":  # DVC's own loop: one fold after another, `workers` threads each
+                times[side] = _run([dvcstate.dvc_bin(), "repro", "--force", "--single-item", *names], project,
+                                   threads=workers)
+            else:  # one Ray task per fold, `workers` of them at a time, one thread each
+                times[side] = _run([str(Path(sys.executable).parent / "foldwise"), "train", "--parallel",
+                                    "--cpus-per-fold", "1"], project, threads=1)
+            times[f"{side}_load_before"] = round(load, 2)
+        runs.append({"round": r + 1, "first": order[0][0], **{k: round(v, 1) for k, v in times.items()},
+                     "ratio": round(times["sequential"] / times["parallel"], 3)})
+        _logger.info("bench round %d: sequential %.0f s, parallel %.0f s, ratio %.2f", r + 1, times["sequential"],
+                     times["parallel"], runs[-1]["ratio"])
+    result = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
+              "folds": len(names), "epochs": read_params(seq / "params.yaml")["train"]["epochs"], "workers": workers,
+              "runs": runs, "accuracy_sequential": _fold_accuracy(seq), "accuracy_parallel": _fold_accuracy(par),
+              "load_after": [round(x, 2) for x in os.getloadavg()]}
+    write_json(Path("bench/parallel.json"), result)
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
