@@ -383,6 +383,8 @@ def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on
                    workers: int = typer.Option(2, help="Parallel side: single-thread Ray workers; sequential "
                                                "side: torch threads."),
                    rounds: int = typer.Option(1, help="Rounds, alternating which side goes first."),
+                   train_rows: Optional[int] = typer.Option(None, help="Only the first N training images "
+                                                            "(a shorter run) [default: all]."),
                    keep: bool = typer.Option(False, help="Keep bench/parallel-folds/ (both project copies).")) -> None:
     """Every fold with `foldwise train --parallel` (1-thread Ray workers) vs sequential `dvc repro` of the
     folds (one process, N threads): wall time of each, their ratio, per-fold accuracy.
@@ -391,8 +393,8 @@ def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on
     """
     from pipeline.distributed.bench import bench_parallel as run_bench
 
-    r = run_bench(epochs=epochs or None, workers=workers, rounds=rounds, keep=keep)
-    typer.echo(f"{r['folds']} folds x {r['epochs']} epochs on {r['cpu']}")
+    r = run_bench(epochs=epochs or None, workers=workers, rounds=rounds, train_rows=train_rows, keep=keep)
+    typer.echo(f"{r['folds']} folds x {r['epochs']} epochs, {r['train_rows']} training images, on {r['cpu']}")
     for run in r["runs"]:
         typer.echo(f"round {run['round']} ({run['first']} first): sequential dvc repro ({workers} threads) "
                    f"{run['sequential']:.0f} s [load {run['sequential_load_before']}], parallel "

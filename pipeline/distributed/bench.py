@@ -3,6 +3,7 @@ workers) vs the sequential `dvc repro train@0 ...` (one process, N threads), sid
 
     foldwise bench parallel --epochs 1          # 5 folds, 1 epoch each (the default has 4 epochs)
     foldwise bench parallel --epochs 1 --rounds 2   # two rounds, alternating which side goes first
+    foldwise bench parallel --epochs 1 --train-rows 12000   # the first 12,000 training images only
 
 Two copies of the project are made under bench/parallel-folds/ (same code, params and data;
 prepare runs once, untimed); only `train.epochs` is overridden. Each side's wall time includes all
@@ -22,6 +23,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.config import read_params
 from pipeline.distributed import dvcstate
@@ -44,7 +47,19 @@ def cpu_model() -> str:
     return f"{name} ({os.cpu_count()} cores; {' '.join(simd) or 'no AVX2'})"
 
 
-def _copy_project(src: Path, dst: Path, epochs: int | None) -> None:
+def _first_rows(src_zip: Path, dst_zip: Path, train_file: str, rows: int) -> None:
+    """A copy of a competition zip whose training CSV keeps its header and first `rows` rows."""
+    import zipfile  # noqa: PLC0415
+
+    with zipfile.ZipFile(src_zip) as zin, zipfile.ZipFile(dst_zip, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == train_file:
+                data = b"".join(data.splitlines(keepends=True)[:rows + 1])
+            zout.writestr(item.filename, data)
+
+
+def _copy_project(src: Path, dst: Path, epochs: int | None, train_rows: int | None) -> None:
     import yaml  # noqa: PLC0415
 
     for rel in PROJECT_FILES:
@@ -57,6 +72,12 @@ def _copy_project(src: Path, dst: Path, epochs: int | None) -> None:
     params = read_params(dst / "params.yaml")
     if epochs is not None:
         params["train"]["epochs"] = epochs
+    if train_rows is not None:  # the same competition with fewer training images (a shorter run)
+        source = src / params["download"]["path"]
+        if params["download"]["source"] not in ("embedded", "local") or source.suffix != ".zip":
+            raise UserError("--train-rows needs download.source embedded or local with a zip (download.path)")
+        _first_rows(source, dst / "data/bench.zip", params["prepare"]["train_file"], train_rows)
+        params["download"].update(source="local", path="data/bench.zip")
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
 
@@ -87,14 +108,14 @@ def _reset_folds(project: Path) -> None:
         shutil.rmtree(project / rel, ignore_errors=True)
 
 
-def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, root: Path = Path("."),
-                   workdir: Path = Path("bench/parallel-folds"), keep: bool = False) -> dict:
+def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, train_rows: int | None = None,
+                   root: Path = Path("."), workdir: Path = Path("bench/parallel-folds"), keep: bool = False) -> dict:
     """Time both sides `rounds` times (alternating which goes first); returns the measurements."""
     if workers < 1 or rounds < 1:
         raise UserError(f"--workers and --rounds must be at least 1, got {workers}, {rounds}")
     shutil.rmtree(workdir, ignore_errors=True)
     seq, par = workdir / "sequential", workdir / "parallel"
-    _copy_project(root, seq, epochs)
+    _copy_project(root, seq, epochs, train_rows)
     stages = dvcstate.fold_stages(seq)
     _logger.info("bench: preparing the data once (untimed)")
     dvcstate.reproduce_upstream(seq, stages)
@@ -123,6 +144,7 @@ def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, ro
                      times["parallel"], runs[-1]["ratio"])
     result = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
               "folds": len(names), "epochs": read_params(seq / "params.yaml")["train"]["epochs"], "workers": workers,
+              "train_rows": len(np.load(seq / "data/prepared/train_labels.npy", mmap_mode="r")),
               "runs": runs, "accuracy_sequential": _fold_accuracy(seq), "accuracy_parallel": _fold_accuracy(par),
               "load_after": [round(x, 2) for x in os.getloadavg()]}
     write_json(Path("bench/parallel.json"), result)

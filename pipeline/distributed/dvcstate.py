@@ -11,6 +11,7 @@ stage graph, `status` and `commit`); nothing is re-implemented.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -79,11 +80,11 @@ def upstream_stage_names(root: Path, names: list[str]) -> list[str]:
     from dvc.repo import Repo  # noqa: PLC0415
 
     with Repo(str(root)) as repo:
-        by_name = {s.addressing: s for s in repo.index.stages}
+        by_name = {s.name: s for s in repo.index.stages}  # (`addressing` would be relative to the cwd)
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         up = set()
         for name in names:
-            up |= {s.addressing for s in nx.descendants(graph, by_name[name])}
+            up |= {s.name for s in nx.descendants(graph, by_name[name])}
     return sorted(up - set(names))
 
 
@@ -99,7 +100,7 @@ def stale_stages(root: Path, stages: list[FoldStage]) -> list[FoldStage]:
     """The fold stages `dvc status` reports as changed (deps, params, outs, or never built)."""
     from dvc.repo import Repo  # noqa: PLC0415
 
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(".") as repo:  # stage names resolve against the working directory
         changed = repo.status(targets=[s.name for s in stages])
     return [s for s in stages if s.name in changed]
 
@@ -111,7 +112,7 @@ def commit(root: Path, names: list[str]) -> None:
 
     if not names:
         return
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(".") as repo:
         for name in names:
             repo.commit(name, force=True)
     _logger.info("dvc commit: %s recorded in dvc.lock", ", ".join(names))

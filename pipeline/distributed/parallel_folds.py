@@ -150,9 +150,10 @@ def train_parallel(root: Path = Path("."), address: str | None = None, cpus_per_
     cpus = cpus_per_fold if cpus_per_fold is not None else max(1.0, float(int(resources.get("CPU", 1) // len(stale))))
     if cpus <= 0 or gpus < 0:
         raise UserError(f"--cpus-per-fold must be > 0 and --gpus-per-fold >= 0, got {cpus}, {gpus}")
-    if cpus > resources.get("CPU", 0) or gpus > resources.get("GPU", 0):
-        raise UserError(f"each fold asks for {cpus:g} CPUs and {gpus:g} GPUs; the Ray cluster has "
-                        f"{resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs")
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if not any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        raise UserError(f"each fold asks for {cpus:g} CPUs and {gpus:g} GPUs on one node; the Ray cluster's "
+                        "nodes have " + ", ".join(f"{n.get('CPU', 0):g} CPUs/{n.get('GPU', 0):g} GPUs" for n in nodes))
     threads = max(1, int(cpus))
     prepared = ray.put(read_tree(root / PREPARED))
     task = ray.remote(train_fold_task).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD",
@@ -207,3 +208,5 @@ def main(address: str | None = None, cpus_per_fold: float | None = None, gpus_pe
               f"val accuracy {d['val_accuracy']:.4f} in {d['seconds']:.0f} s")
     if done:
         print(f"recorded in dvc.lock: {', '.join(d['stage'] for d in done)}; `dvc repro` goes on from ensemble")
+    else:
+        print("every fold stage is up to date: nothing to train")
