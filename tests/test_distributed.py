@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import ray  # noqa: F401  (the [ray] extra: `make test` installs it)
 import yaml
 
 from conftest import assert_one_line_error, run_cli, write_zip
@@ -41,14 +40,17 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node (2 CPUs) and a worker node (1 CPU) on this machine, reachable on 127.0.0.1 only."""
-    from ray.cluster_utils import Cluster
-
+    """A head node (2 CPUs) and a worker node (1 CPU) on this machine, reachable on 127.0.0.1 only.
+    (Ray reads LOOPBACK when it is imported: this is the first import of ray in the test process.)"""
     saved = {k: os.environ.get(k) for k in LOOPBACK}
     os.environ.update(LOOPBACK)
-    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    c.add_node(num_cpus=1)
+    from ray.cluster_utils import Cluster  # the [ray] extra: `make test` installs it
+
+    local = {"node_ip_address": "127.0.0.1"}
+    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 2, "include_dashboard": False, **local})
+    c.add_node(num_cpus=1, **local)
     c.wait_for_nodes()
+    assert c.address.startswith("127.0.0.1:"), c.address
     yield c.address
     c.shutdown()
     for k, v in saved.items():

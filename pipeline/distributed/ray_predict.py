@@ -74,7 +74,11 @@ class ShardPredictor:
             for name, data in zip(names, payloads):
                 (target / name).write_bytes(data)
         texts: list[list[bytes]] = []
-        for chunk in open_reader(self.engine, target, None).chunks(self.chunk_rows):
+        reader = open_reader(self.engine, target, None)
+        if getattr(reader, "id_column", "") is None:  # ids would restart at 0 in every shard
+            raise UserError(f"{target}: no '{self.engine.info.id_column}' column: with --ray every pixel CSV "
+                            "needs its ids (`foldwise predict --sample` numbers the rows of a single CSV)")
+        for chunk in reader.chunks(self.chunk_rows):
             probs = self.engine.predict_batched(chunk.images, self.batch_size)
             texts.append(format_rows(self.engine.info, chunk.ids, probs, self.with_probs))
         return [b"".join(parts) for parts in zip(*texts)] if texts else [b""] * (1 + self.with_probs)

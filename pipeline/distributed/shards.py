@@ -21,7 +21,7 @@ from pathlib import Path
 
 from serve.atomic import write_bytes, write_json
 from serve.errors import UserError
-from serve.readers import IMAGE_SUFFIXES
+from serve.images import IMAGE_SUFFIXES, list_images
 
 GLOB_CHARS = "*?["
 
@@ -42,7 +42,8 @@ class Shard:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The folder's images in the order `foldwise predict` reads them (serve.images.list_images)."""
+    return list_images(folder)
 
 
 def _entries(spec: str) -> list[Path]:
@@ -134,6 +135,9 @@ class ShardState:
         with open(partials[0], "rb") as fh:
             return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1
 
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 def refuse_overwriting_shards(outputs: dict[str, Path | None], shards: list[Shard]) -> None:
     """UserError if an output (or its `.partial`/`.shards`) is one of the input files: CSVs are compared
@@ -150,6 +154,3 @@ def refuse_overwriting_shards(outputs: dict[str, Path | None], shards: list[Shar
             if same_file(Path(out).parent, folder) and (Path(folder) / Path(out).name).exists():
                 raise UserError(f"{label} {out} is an image of --input {folder}: refusing to overwrite an input "
                                 "(choose another output path)")
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
