@@ -42,7 +42,7 @@ RESET = {  # prepare keys init decides; anything the user set by hand beyond the
 
 
 def _download_slug(slug: str, folder: Path) -> Path:
-    from pipeline.kaggle_client import api, call  # noqa: PLC0415
+    from pipeline.kaggle.client import api, call  # noqa: PLC0415
 
     client = api()
     call(lambda: client.competition_download_files(slug, path=str(folder), quiet=True), slug, "downloading competition")

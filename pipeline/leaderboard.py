@@ -2,10 +2,12 @@
 
     foldwise submissions --competition fashion-mnist
 
-Every foldwise submission message ends in `sha256:<16 hex>` of the file; the local record
-`submissions/history.json` (written by `foldwise submit`) maps that hash to the OOF accuracy,
-params hash and commit that produced the file. Messages that carry `oof 0.93120` are read too,
-so the table works on another machine. Rows are newest first, as Kaggle lists them.
+Every foldwise submission message ends in `sha256:<16 hex>` of the file (of the notebook, for a
+code submission); the local record `submissions/history.json` (written by `foldwise submit` and
+`foldwise kaggle push`) maps that hash to the OOF score, params hash and commit that produced it.
+The `kind` column says which: `file` (a CSV upload) or `code` (a notebook Kaggle re-ran).
+Messages that carry `oof 0.93120` are read too, so the table works on another machine. Rows are
+newest first, as Kaggle lists them.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import re
 from pathlib import Path
 
 from pipeline.config import SubmitParams, load_section
-from pipeline.kaggle_client import api
+from pipeline.kaggle.client import api
 from pipeline.submit import TAG, list_submissions
 from serve.errors import UserError
 
@@ -42,7 +44,8 @@ def table_rows(submissions: list[dict], history: dict[str, dict]) -> list[dict]:
         oof = local.get("oof_score", local.get("oof_accuracy"))
         if oof is None and (m := OOF_IN_MESSAGE.search(sub["description"])):
             oof = float(m.group(1))
-        rows.append({**sub, "sha256": tag.group(1) if tag else None, "oof_accuracy": oof,
+        kind = local.get("kind") or ("code" if sub["description"].startswith("foldwise code ") else "file")
+        rows.append({**sub, "sha256": tag.group(1) if tag else None, "oof_accuracy": oof, "kind": kind,
                      "params_hash": local.get("params_hash"), "commit": local.get("commit")})
     return rows
 
@@ -66,12 +69,12 @@ def main(competition: str | None, history_path: Path) -> list[dict]:
     slug = resolve_competition(competition)
     rows = table_rows(list_submissions(api(), slug), load_history(history_path))
     table = Table(title=f"Kaggle submissions to '{slug}' (newest first)")
-    for col, justify in (("ref", "right"), ("date", "left"), ("status", "left"), ("public", "right"),
+    for col, justify in (("ref", "right"), ("kind", "left"), ("date", "left"), ("status", "left"), ("public", "right"),
                          ("private", "right"), ("OOF (CV)", "right"), ("file sha256", "left"), ("message", "left")):
         table.add_column(col, justify=justify)
     fmt = lambda v: "" if v is None else f"{v:.5f}"  # noqa: E731
     for r in rows:
-        table.add_row(str(r["ref"]), (r["date"] or "")[:19], r["status"], fmt(r["public_score"]),
+        table.add_row(str(r["ref"]), r["kind"], (r["date"] or "")[:19], r["status"], fmt(r["public_score"]),
                       fmt(r["private_score"]), fmt(r["oof_accuracy"]), r["sha256"] or "", r["description"][:60])
     Console(width=160).print(table)
     if not rows:

@@ -98,6 +98,8 @@ def run(params: PrepareParams, archive_path: Path = ARCHIVE, out: Path = OUT) ->
             "mean": mean,
             "std": std,
             "notes": raw.notes,
+            # where the test files and sample submission lie in the competition (the notebook reads them there)
+            "files": {k: v for k, v in raw.found.items() if k in ("test_file", "test_images", "sample_submission")},
         }
         _save_npy(stage / "train_labels.npy", targets.labels)
         pd.DataFrame({raw.id_column: raw.test_ids}).to_csv(stage / "test_ids.csv", index=False)

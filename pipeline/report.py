@@ -359,8 +359,10 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
                         _table(pd.DataFrame(bench["rows"]), "throughput", "{:.1f}") +
                         f"<p class=muted>from {bench_path}, measured {html.escape(bench.get('time', ''))}</p>")
     if receipt:
-        keep = {k: receipt.get(k) for k in ("file", "sha256", "competition", "message", "uploaded", "ref", "status",
-                                            "public_score", "metric", "oof_score", "oof_accuracy", "reason")}
+        keep = {k: receipt.get(k) for k in ("mode", "file", "sha256", "competition", "message", "uploaded", "ref",
+                                            "status", "public_score", "metric", "oof_score", "oof_accuracy", "reason",
+                                            "kernel", "kernel_version", "dataset", "dataset_version")
+                if k in receipt or k in ("file", "sha256", "uploaded")}
         if receipt.get("local_score"):
             keep["local score"] = f"{receipt['local_score'].get('score', receipt['local_score']['accuracy']):.4f} " \
                                   f"on {receipt['local_score']['rows']} rows " \

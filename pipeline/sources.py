@@ -59,7 +59,7 @@ def _copy_local(source: Path, target: Path) -> None:
 
 
 def _download_kaggle(slug: str, target: Path) -> None:
-    from pipeline.kaggle_client import api, call  # noqa: PLC0415
+    from pipeline.kaggle.client import api, call  # noqa: PLC0415
 
     client = api()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
@@ -121,7 +121,7 @@ def dataset_to_competition(dataset_zip: Path, params: DownloadParams, target: Pa
 
 
 def _download_kaggle_dataset(params: DownloadParams, target: Path, solution: Path) -> None:
-    from pipeline.kaggle_client import api, call  # noqa: PLC0415
+    from pipeline.kaggle.client import api, call  # noqa: PLC0415
 
     client = api()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:

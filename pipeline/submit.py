@@ -3,6 +3,9 @@
     foldwise submit               # reads params.yaml `submit`, submissions/submission.csv
     foldwise submit --dry-run     # validate (and look for a duplicate); upload nothing
 
+With `submit.mode: code` (a code competition) the stage instead packages the model as a Kaggle
+dataset, writes the inference notebook and pushes and submits it: pipeline/kaggle/code.py.
+
 1. Validates `submissions/submission.csv` against the sample submission (columns and order,
    id set and count, no empty cell, labels in the class set): nothing invalid is ever uploaded.
 2. Scores it locally when the data came with a solution file (the embedded competition's public
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config import SubmitParams, load_section, params_hash, read_params
-from pipeline.kaggle_client import NO_CREDENTIALS, api, call, credentials_source
+from pipeline.kaggle.client import NO_CREDENTIALS, api, call, credentials_source
 from serve.atomic import sha256_file, write_json
 from serve.errors import UserError
 from pipeline.metrics import from_meta
@@ -119,7 +122,7 @@ def poll(client: Any, competition: str, ref: int, params: SubmitParams,
         wait = min(wait * 2, 60.0)
 
 
-def _update_history(path: Path, digest: str, entry: dict) -> None:
+def update_history(path: Path, digest: str, entry: dict) -> None:
     history = {}
     if path.exists():
         try:
@@ -158,7 +161,7 @@ def run(params: SubmitParams, submission: Path = SUBMISSION, receipt: Path = REC
         record["local_score"] = {"solution": source["solution"], "metric": metric, "score": local,
                                  "accuracy": round(score.accuracy, 6), "rows": score.n_scored}
         print(f"submit: local score on {source['solution']}: {metric} {score.value:.4f} ({score.n_scored} rows)")
-    _update_history(history, digest, {"file": str(submission), "metric": metric, "oof_score": oof,
+    update_history(history, digest, {"kind": "file", "file": str(submission), "metric": metric, "oof_score": oof,
                                       "oof_accuracy": oof_accuracy, "params_hash": phash,
                                       "commit": record["commit"], "competition": competition,
                                       "local_score": local, "time": record["time"]})
@@ -208,7 +211,7 @@ def run(params: SubmitParams, submission: Path = SUBMISSION, receipt: Path = REC
                             f"{result.get('error') or 'no reason given'}")
     if record.get("public_score") is not None:
         print(f"submit: public score {record['public_score']} (OOF {metric} {oof})")
-        _update_history(history, digest, {"public_score": record["public_score"], "ref": record.get("ref")})
+        update_history(history, digest, {"public_score": record["public_score"], "ref": record.get("ref")})
     write_json(receipt, record)
     return record
 
@@ -217,4 +220,8 @@ def main(dry_run: bool = False) -> None:
     params = load_section("submit", SubmitParams)
     if dry_run:
         params = dataclasses.replace(params, dry_run=True)
+    if params.mode == "code":  # a code competition: package, notebook, push (pipeline/kaggle/code.py)
+        from pipeline.kaggle.code import run_stage  # noqa: PLC0415
+        run_stage(params)
+        return
     run(params)

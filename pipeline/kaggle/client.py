@@ -82,11 +82,19 @@ def api():
 
 
 def http_status(exc: BaseException) -> int | None:
-    """The HTTP status behind a kaggle client exception, if there is one."""
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None) or getattr(exc, "status", None)
-    if isinstance(status, int):
-        return status
+    """The HTTP status behind a kaggle client exception, if there is one.
+
+    Some client methods (kernels status/output) re-raise an HTTPError as a ValueError: the
+    exceptions it was raised from (`__cause__`, `__context__`) are searched too."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        status = getattr(response, "status_code", None) or getattr(current, "status", None)
+        if isinstance(status, int):
+            return status
+        current = current.__cause__ or current.__context__
     text = str(exc)
     for code in (400, 401, 403, 404, 409, 429, 500, 502, 503, 504):
         if text.startswith(f"{code} ") or f" {code} " in f" {text} " or f"({code})" in text:
@@ -102,8 +110,31 @@ def _body(exc: BaseException) -> str:
         return ""
 
 
-def explain(exc: BaseException, competition: str | None, action: str) -> UserError:
-    """A one-line UserError naming the cause of a failed Kaggle call and the fix."""
+def _refused(kind: str, slug: str) -> str:
+    if kind == "dataset":
+        return (f"Kaggle refused access to dataset '{slug}' (403): its owner must be your Kaggle username "
+                "(or a team you belong to); check submit.dataset in params.yaml")
+    if kind == "kernel":
+        return (f"Kaggle refused access to notebook '{slug}' (403): its owner must be your Kaggle username; check "
+                "submit.kernel in params.yaml (GPU notebooks also need a phone-verified account: kaggle.com > Settings)")
+    return (f"Kaggle refused access to '{slug}' (403): join the competition and accept its rules at "
+            f"https://www.kaggle.com/competitions/{slug}/rules, then run again")
+
+
+def _missing(kind: str, slug: str) -> str:
+    if kind == "dataset":
+        return f"Kaggle has no dataset '{slug}' (404): check submit.dataset in params.yaml (owner/slug)"
+    if kind == "kernel":
+        return (f"Kaggle has no notebook '{slug}' or one of its sources (404): check submit.kernel, "
+                "submit.dataset and submit.competition in params.yaml")
+    return f"Kaggle has no competition or dataset '{slug}' (404): check the slug in params.yaml"
+
+
+def explain(exc: BaseException, competition: str | None, action: str, kind: str = "competition") -> UserError:
+    """A one-line UserError naming the cause of a failed Kaggle call and the fix.
+
+    `competition` is the slug the call was about (a competition, or an owner/slug for `kind`
+    "dataset" or "kernel"); the fix named for 403/404/429 depends on `kind`."""
     status = http_status(exc)
     body = _body(exc)
     slug = competition or "?"
@@ -111,14 +142,16 @@ def explain(exc: BaseException, competition: str | None, action: str) -> UserErr
     if status == 401:
         msg = ("Kaggle rejected the credentials (401): check KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json; "
                "a new token is at kaggle.com > Settings > API")
-    elif status == 429 or "limit" in low and ("submission" in low or "daily" in low):
+    elif kind == "competition" and (status == 429 or "limit" in low and ("submission" in low or "daily" in low)):
         msg = (f"Kaggle's daily submission limit for '{slug}' is reached ({status}): "
                "nothing was uploaded; try again after the limit resets (00:00 UTC)")
+    elif status == 429:
+        msg = ("Kaggle is limiting this account's requests (429): wait a few minutes and run the same command "
+               "again (finished steps are not repeated)")
     elif status == 403:
-        msg = (f"Kaggle refused access to '{slug}' (403): join the competition and accept its rules at "
-               f"https://www.kaggle.com/competitions/{slug}/rules, then run again")
+        msg = _refused(kind, slug)
     elif status == 404:
-        msg = f"Kaggle has no competition or dataset '{slug}' (404): check the slug in params.yaml"
+        msg = _missing(kind, slug)
     elif status is not None and status >= 500:
         msg = f"Kaggle's server failed ({status}) and kept failing after retries: try again later"
     else:
@@ -127,13 +160,20 @@ def explain(exc: BaseException, competition: str | None, action: str) -> UserErr
     return UserError(redact(f"kaggle: {action} '{slug}' failed: {msg}"))
 
 
+FIRST_WAIT = 1.0  # seconds before the first retry of a server error (doubling, at most 30)
+
+
 def call(fn: Callable[[], T], competition: str | None, action: str, tries: int = 4,
-         first_wait: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> T:
-    """Run a kaggle client call; retry server errors (5xx) with bounded backoff; explain failures."""
-    wait = first_wait
+         first_wait: float | None = None, sleep: Callable[[float], None] = time.sleep,
+         kind: str = "competition") -> T:
+    """Run a kaggle client call; retry server errors (5xx) with bounded backoff; explain failures.
+
+    What the client prints is kept off the terminal (its own retry notices go to the log)."""
+    wait = FIRST_WAIT if first_wait is None else first_wait
     for attempt in range(1, tries + 1):
+        err = io.StringIO()
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
                 return fn()
         except SystemExit as exc:  # the client calls exit() on some auth failures
             raise UserError(NO_CREDENTIALS) from exc
@@ -145,7 +185,11 @@ def call(fn: Callable[[], T], competition: str | None, action: str, tries: int =
                 sleep(wait)
                 wait = min(wait * 2, 30)
                 continue
-            raise explain(exc, competition, action) from None
+            raise explain(exc, competition, action, kind) from None
+        finally:
+            for line in err.getvalue().splitlines():
+                if line.strip():
+                    _logger.info("kaggle client: %s", redact(line.strip())[:300])
     raise AssertionError("unreachable")
 
 
@@ -158,3 +202,37 @@ def as_dict(obj: Any) -> dict:
             with contextlib.suppress(TypeError):
                 return getattr(obj, attr)()
     return {k.lstrip("_"): v for k, v in vars(obj).items()} if hasattr(obj, "__dict__") else {"value": obj}
+
+
+def username() -> str | None:
+    """The Kaggle username the credentials name (KAGGLE_USERNAME or kaggle.json), without importing
+    the client; None when only a token (or nothing) is configured."""
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    path = config_dir() / "kaggle.json"
+    if path.is_file():
+        try:
+            return str(json.loads(path.read_text()).get("username") or "") or None
+        except (json.JSONDecodeError, OSError):
+            return None
+    return None
+
+
+def sdk_call(client: Any, service: str, method: str, request: Any, missing_ok: bool = False) -> Any:
+    """One kagglesdk call (`service` e.g. "datasets.dataset_api_client") through the authenticated
+    client's HTTP session; None for a 404 when `missing_ok` (how "does it exist yet?" is asked)."""
+    from requests.exceptions import HTTPError  # noqa: PLC0415
+
+    try:
+        with client.build_kaggle_client() as kaggle:
+            group, name = service.split(".")
+            return getattr(getattr(getattr(kaggle, group), name), method)(request)
+    except HTTPError as exc:
+        if missing_ok and http_status(exc) == 404:
+            return None
+        raise
+
+
+def status_name(value: Any) -> str:
+    """A kagglesdk enum (or string) status as a lower-case word: COMPLETE -> 'complete'."""
+    return str(getattr(value, "name", value) or "").lower()
