@@ -15,13 +15,16 @@ Implemented (request / response fields as kagglesdk names them, camelCase in JSO
                                                          COMPLETE | ERROR, publicScore "0.91234", errorDescription)
   competitions.CompetitionApiService/GetSubmissionLimits -> {numToday, numTotal, numAllowedNow}
 
+Code competitions (datasets, notebooks, code submissions): tests/kaggle_code_emulator.py.
+
 A submission stays PENDING for `pending_polls` ListSubmissions calls, then is COMPLETE with the
 accuracy of its label column on the solution file's ids (5 decimals, a string, as Kaggle sends
 it), or ERROR when it cannot be scored. The score is computed here, independently of foldwise.
 
 Failures, as Kaggle sends them (JSON `{"code": N, "message": ...}` with that HTTP status):
 wrong Basic auth -> 401; an unknown competition or dataset -> 404; `fail(method, status, times,
-message)` makes the next `times` calls of `method` fail (403 rules, 429 daily limit, 500/503).
+message)` makes the next `times` calls of `method` fail (403 rules, 429 daily limit, 500/503); a
+429 says `Retry-After: 0` (the client then retries at once, at most 10 times, before giving up).
 Every API request is recorded in `requests` ({"method", "user", "body"}).
 
     with KaggleEmulator() as kaggle:                 # or the `kaggle_emulator` pytest fixture
@@ -44,6 +47,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from kaggle_code_emulator import CODE_METHODS, CodeCompetitionEndpoints
+
 LOCK_FILE = "/tmp/foldwise-kaggle-emulator.lock"
 MESSAGES = {
     401: "Unauthenticated: invalid username or key",
@@ -55,7 +60,7 @@ MESSAGES = {
 }
 
 
-class KaggleEmulator:
+class KaggleEmulator(CodeCompetitionEndpoints):
     """The Kaggle API endpoints above on localhost:`port`, in a background thread."""
 
     def __init__(self, username: str = "foldwise-test", key: str = "0123456789abcdef-test-key",
@@ -70,6 +75,7 @@ class KaggleEmulator:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._init_code()
 
     # ------------------------------------------------------------ configuration
     def add_competition(self, slug: str, zip_path: str | Path, solution_csv: str | Path, id_column: str = "id",
@@ -94,11 +100,13 @@ class KaggleEmulator:
     def start(self) -> "KaggleEmulator":
         self._server = ThreadingHTTPServer(("", self.port), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self._stop_code()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -136,6 +144,8 @@ class KaggleEmulator:
             if queued:
                 status, message = queued.pop(0)
                 return status, {"code": status, "message": message}
+            if method in CODE_METHODS:
+                return self.handle_code(method, body, user)
             if method == "DownloadDataset":
                 ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
                 if ref not in self.datasets:
@@ -145,6 +155,8 @@ class KaggleEmulator:
             comp = self.competitions.get(slug)
             if comp is None:
                 return 404, {"code": 404, "message": f"Competition {slug} not found"}
+            if method == "CreateCodeSubmission":
+                return self._code_submission(body, comp, slug)
             if method == "DownloadDataFiles":
                 return 302, f"/files/competition/{slug}/{slug}.zip"
             if method == "StartSubmissionUpload":
@@ -188,6 +200,8 @@ class KaggleEmulator:
             return self.competitions[parts[2]]["zip"].read_bytes()
         if len(parts) >= 5 and parts[1] == "dataset" and f"{parts[2]}/{parts[3]}" in self.datasets:
             return self.datasets[f"{parts[2]}/{parts[3]}"].read_bytes()
+        if len(parts) >= 2 and parts[1] == "kernel":
+            return self.kernel_file(parts)
         return None
 
 
@@ -241,7 +255,8 @@ def _handler_for(emulator: KaggleEmulator) -> type[BaseHTTPRequestHandler]:
             if status == 302:
                 self._send(302, b"", "text/plain", {"Location": f"http://localhost:{emulator.port}{result}"})
             else:
-                self._send(status, json.dumps(result).encode(), "application/json")
+                self._send(status, json.dumps(result).encode(), "application/json",
+                           {"Retry-After": "0"} if status == 429 else None)
 
         def do_GET(self) -> None:  # noqa: N802
             data = emulator.file_bytes(self.path)
@@ -255,6 +270,10 @@ def _handler_for(emulator: KaggleEmulator) -> type[BaseHTTPRequestHandler]:
             data = self._body()
             token = self.path.rstrip("/").rsplit("/", 1)[-1]
             with emulator._lock:
+                if self.path.startswith("/upload/") and token in emulator.blobs:
+                    status = emulator.put_blob(token, data, self.headers.get("Content-Range", ""))
+                    self._send(status, b"{}", "application/json")
+                    return
                 upload = emulator.uploads.get(token) if self.path.startswith("/upload/") else None
                 if upload is not None:
                     upload["bytes"] = data
