@@ -181,6 +181,10 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+CODE_PARAMS = "submit:\n  mode: code\n  competition: some-competition\n  dataset: me/some-competition-model\n" \
+              "  kernel: me/some-competition-infer\n"
+
+
 def submission_project(sub: str, params: str = "") -> Callable[[Path, dict], None]:
     """A prepared project (meta.json, sample submission) with `sub` as submissions/submission.csv."""
     def build(d: Path, ctx: dict) -> None:
@@ -415,6 +419,27 @@ CASES: dict[str, Case] = {
                                 submission_project("id,label\n0,1\n1,2\n")),
     "submit: bad poll_timeout": Case(["submit", "--dry-run"], ["submit.poll_timeout: must be >= 0, got -5.0"],
                                      submission_project(SUB_OK, params="submit:\n  poll_timeout: -5\n")),
+    # ---- code competitions (foldwise kaggle ...): refused before anything is built or asked of Kaggle
+    "kaggle package: no export": Case(["kaggle", "package", "--dry-run"], ["models/export.json: not found",
+                                                                           "run the pipeline up to `export`"],
+                                      files({"params.yaml": CODE_PARAMS})),
+    "kaggle package: graph missing": Case(["kaggle", "package", "--dry-run"],
+                                          ["models/ensemble_int8.onnx: not found (submit.graph chose int8)"],
+                                          files({"params.yaml": CODE_PARAMS + "  graph: int8\n",
+                                                 "models/export.json": '{"fp32": {"oof_score": 0.9}}'})),
+    "kaggle package: dataset not owner/slug": Case(["kaggle", "package"], ["submit.dataset: must be owner/slug, got "
+                                                                           "'model-only'"],
+                                                   files({"params.yaml": "submit:\n  dataset: model-only\n"})),
+    "kaggle package: no competition": Case(["kaggle", "package"], ["no competition", "set submit.competition"],
+                                           files({"params.yaml": "submit:\n  mode: code\n"})),
+    "kaggle package: no username": Case(["kaggle", "package", "--dry-run"],
+                                        ["no Kaggle username", "set submit.dataset and submit.kernel"],
+                                        files({"params.yaml": "submit:\n  competition: some-competition\n"})),
+    "kaggle notebook: not packaged": Case(["kaggle", "notebook"], ["kaggle/dataset/foldwise-manifest.json: not found",
+                                                                   "`foldwise kaggle package`"],
+                                          files({"params.yaml": CODE_PARAMS})),
+    "kaggle push: not packaged": Case(["kaggle", "push", "--dry-run"], ["foldwise-manifest.json: not found"],
+                                      files({"params.yaml": CODE_PARAMS})),
     # ---- other writers
     "compare: plot over params.yaml": Case(["compare", "--plot", "params.yaml"],
                                            ["--plot params.yaml is the same file as params.yaml"],

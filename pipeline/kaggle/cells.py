@@ -112,8 +112,10 @@ result = predict_file(DATA_DIR / MODEL, test_input, SUBMISSION, sample=COMP_DIR 
 print(f"predicted {result.rows} images in {result.seconds:.2f} s: {result.images_per_second:.0f} images/s on "
       f"{result.provider} (GPU present: {gpu_present()})")
 hidden = result.rows * HIDDEN_SCALE
-minutes = hidden / max(result.images_per_second, 1e-9) / 60
-print(f"estimate for a hidden test set {HIDDEN_SCALE:g}x larger ({hidden:,.0f} images): {minutes:.1f} min of inference")
+seconds = hidden / max(result.images_per_second, 1e-9)
+took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+print(f"estimate for a hidden test set {HIDDEN_SCALE:g}x larger ({hidden:,.0f} images): {took} to read, decode "
+      "and predict (check it against the competition's run-time limit)")
 '''
 
 VALIDATE = '''\

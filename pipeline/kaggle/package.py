@@ -66,10 +66,12 @@ def refs(params: SubmitParams, source_json: Path = Path("data/raw/source.json"))
         raise UserError("no Kaggle username in the credentials (KAGGLE_USERNAME or ~/.kaggle/kaggle.json): set "
                         "submit.dataset and submit.kernel to <your username>/<slug> in params.yaml")
     dataset = params.dataset or f"{owner}/{_slug(competition, 41)}-foldwise"
-    kernel = params.kernel or f"{owner}/{_slug(competition, 44)}-foldwise-infer"
-    slug = dataset.split("/")[1]
+    kernel = params.kernel or f"{owner}/{_slug(competition, 35)}-foldwise-infer"  # titles: at most 50 characters
+    slug, kslug = dataset.split("/")[1], kernel.split("/")[1]
     if not 6 <= len(slug) <= 50:
         raise UserError(f"submit.dataset: Kaggle wants a dataset slug of 6-50 characters, got '{slug}' ({len(slug)})")
+    if not 5 <= len(kslug) <= 50:
+        raise UserError(f"submit.kernel: Kaggle wants a notebook slug of 5-50 characters, got '{kslug}' ({len(kslug)})")
     return Refs(competition, dataset, kernel)
 
 
