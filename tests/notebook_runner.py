@@ -61,9 +61,13 @@ else:
 
 
 def kernel_env(input_dir: Path, working_dir: Path) -> dict:
-    """The kernel's environment: this one without Kaggle credentials, plus the /kaggle folders."""
+    """The kernel's environment: this one without Kaggle credentials, plus the /kaggle folders and a
+    temporary folder of its own beside them (removed with them)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
-    return {**env, "FOLDWISE_KAGGLE_INPUT": str(input_dir), "FOLDWISE_KAGGLE_WORKING": str(working_dir)}
+    tmp = working_dir.parent / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {**env, "FOLDWISE_KAGGLE_INPUT": str(input_dir), "FOLDWISE_KAGGLE_WORKING": str(working_dir),
+            "TMPDIR": str(tmp)}
 
 
 def execute(text: str, input_dir: Path, working_dir: Path, offline: bool = True, timeout: int = 600,

@@ -60,7 +60,7 @@ def test_package_push_run_offline_submit_receipt_and_nothing_twice(code_project,
     # the pushed notebook ran in a fresh kernel (nbclient), the internet off inside it, over /kaggle/input
     # = the competition unpacked + the dataset's files as uploaded; it used serve/ from the dataset's wheel
     log = "".join(entry["data"] for entry in json.loads(version["log"]))
-    for needle in ("internet off:", "foldwise-serve/serve; onnxruntime", "images/s on CPUExecutionProvider",
+    for needle in ("internet off:", "/serve; onnxruntime", "foldwise-serve-", "images/s on CPUExecutionProvider",
                    "estimate for a hidden test set 10x larger (1,200 images)", "submission.csv: valid, 120 rows"):
         assert needle in log, (needle, log)
     output = project / receipt["output"] / "submission.csv"

@@ -73,7 +73,7 @@ def pip_install(*args):
                     *args], check=True)
 
 
-SERVE_DIR = Path(tempfile.gettempdir()) / "foldwise-serve"
+SERVE_DIR = Path(tempfile.mkdtemp(prefix="foldwise-serve-"))  # this session's own
 pip_install("--no-deps", "--upgrade", "--target", str(SERVE_DIR), str(DATA_DIR / SERVE_WHEEL))
 sys.path.insert(0, str(SERVE_DIR))
 NEEDED = {"onnxruntime": "onnxruntime", "numpy": "numpy", "pandas": "pandas", "PIL": "pillow", "tqdm": "tqdm"}
