@@ -73,7 +73,9 @@ class Engine:
     """An onnxruntime session over one foldwise ensemble model."""
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto",
-                 threads: int | None = None, require_gpu: bool = False) -> None:
+                 threads: int | None = None, require_gpu: bool = False, spinning: bool = True) -> None:
+        """`spinning=False`: onnxruntime's worker threads sleep between runs instead of spin-waiting
+        (a server running many small batches leaves that CPU to its HTTP side)."""
         self.path = Path(model_path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: model file not found")
@@ -82,6 +84,8 @@ class Engine:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=choose_providers(provider))
         except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from serve.errors import UserError
+from serve.errors import TooLarge, UnreadableImage, UserError
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (0.25 GiB of 24-bit pixels)
@@ -118,7 +118,7 @@ def load_image(source: str | os.PathLike | bytes, spec: ImageSpec, name: str | N
             with Image.open(fp) as im:
                 w, h = im.size
                 if w * h > spec.max_pixels:
-                    raise UserError(f"{label}: image is {w}x{h} = {w * h:,} pixels, above the limit of "
+                    raise TooLarge(f"{label}: image is {w}x{h} = {w * h:,} pixels, above the limit of "
                                     f"{spec.max_pixels:,} (a decompression bomb?); refusing it")
                 if im.format == "JPEG":
                     side = max(spec.height, spec.width)
@@ -132,11 +132,12 @@ def load_image(source: str | os.PathLike | bytes, spec: ImageSpec, name: str | N
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "more pixels than allowed"
-        raise UserError(f"{label}: image has {size}, above the limit of {spec.max_pixels:,} "
+        raise TooLarge(f"{label}: image has {size}, above the limit of {spec.max_pixels:,} "
                         "(a decompression bomb?); refusing it") from None
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{label}: not a readable image ({reason})") from None
+        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", reason)  # bytes given: no object repr
+        raise UnreadableImage(f"{label}: not a readable image ({reason})") from None
 
 
 def convert_array(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:

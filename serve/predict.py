@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,18 @@ _DONE = object()
 PARTIAL_SUFFIXES = (".partial", ".partial.json")  # beside each output while a run is under way
 
 
+class Interrupted(Exception):
+    """`stop` was set: the run ended after its last finished chunk and can be resumed."""
+
+
+class Predictor(Protocol):
+    """What `predict_file` needs of an engine (`serve.engine.Engine`, or the HTTP server's batcher)."""
+    info: ModelInfo
+    provider: str
+
+    def predict_batched(self, images: np.ndarray, batch_size: int) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class PredictResult:
     rows: int
@@ -52,7 +65,7 @@ class PredictResult:
     resumed_rows: int
 
 
-def open_reader(engine: Engine, input_path: Path, ids_path: Path | None):
+def open_reader(engine: "Predictor", input_path: Path, ids_path: Path | None = None):
     """The chunked reader for a pixel CSV, a uint8 .npy or a folder of images (by suffix)."""
     info = engine.info
     if input_path.is_dir():
@@ -131,7 +144,7 @@ class _Producer(threading.Thread):
             yield item
 
 
-def _csv_text(df: pd.DataFrame, header: bool, float_format: str | None = None) -> bytes:
+def csv_text(df: pd.DataFrame, header: bool, float_format: str | None = None) -> bytes:
     buf = io.StringIO()
     df.to_csv(buf, index=False, header=header, float_format=float_format, lineterminator="\n")
     return buf.getvalue().encode()
@@ -161,15 +174,22 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
                  ids_path: str | os.PathLike | None = None, sample: str | os.PathLike | None = None,
                  batch_size: int = 256, provider: str = "auto", threads: int | None = None,
                  probs_output: str | os.PathLike | None = None, chunk_rows: int = 4096,
-                 require_gpu: bool = False) -> PredictResult:
-    """Run the model over `input_path`; write `id,label` to `output` (and probabilities if asked)."""
+                 require_gpu: bool = False, engine: Predictor | None = None,
+                 progress: Callable[[int, int | None], None] | None = None,
+                 stop: threading.Event | None = None) -> PredictResult:
+    """Run the model over `input_path`; write `id,label` to `output` (and probabilities if asked).
+
+    `engine`: run on this one instead of opening a session (the server shares its own);
+    `progress(rows_done, rows_total or None)` after every finished chunk; `stop` set: raise
+    `Interrupted` after the current chunk, leaving the partial files for a later resume."""
     if batch_size < 1 or chunk_rows < 1:
         raise UserError(f"--batch-size and --chunk-rows must be at least 1, got {batch_size}, {chunk_rows}")
     model, input_path, output = Path(model), Path(input_path), Path(output)
     refuse_overwrite({"--output": output, "--probs": probs_output},
                      {"--input": input_path, "--ids": ids_path, "--sample": sample, "--model": model},
                      partial_suffixes=PARTIAL_SUFFIXES)
-    engine = Engine(model, provider=provider, threads=threads, require_gpu=require_gpu)
+    if engine is None:
+        engine = Engine(model, provider=provider, threads=threads, require_gpu=require_gpu)
     info = engine.info
     if not input_path.exists():
         raise UserError(f"{input_path}: file not found")
@@ -212,6 +232,10 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
                 write_json(state_path, {"signature": signature, "chunks": chunks_done, "rows": rows,
                                         "bytes": [fh.tell() for fh in handles]})
                 bar.update(len(chunk.ids))
+                if progress is not None:
+                    progress(rows, total)
+                if stop is not None and stop.is_set():
+                    raise Interrupted(f"{output}: stopped after {rows} rows ({chunks_done} chunks); run again to resume")
                 if bar.disable and time.monotonic() - last_log >= 10:  # no terminal: a log line every 10 s
                     last_log = time.monotonic()
                     _logger.info("predict: %d images, %.0f images/s", rows,
@@ -246,11 +270,11 @@ def output_headers(info: ModelInfo, with_probs: bool) -> list[bytes]:
 
 def format_rows(info: ModelInfo, ids: list[str], probs: np.ndarray, with_probs: bool) -> list[bytes]:
     """CSV rows (no header) of the submission (and of the probabilities) for one chunk of images."""
-    texts = [_csv_text(info.submission.frame(ids, probs), header=False, float_format=PROB_FORMAT)]
+    texts = [csv_text(info.submission.frame(ids, probs), header=False, float_format=PROB_FORMAT)]
     if with_probs:
         pdf = pd.DataFrame(probs, columns=info.classes)
         pdf.insert(0, info.id_column, ids)
-        texts.append(_csv_text(pdf, header=False, float_format=PROB_FORMAT))
+        texts.append(csv_text(pdf, header=False, float_format=PROB_FORMAT))
     return texts
 
 
@@ -279,7 +303,7 @@ def finish_outputs(files: list[tuple[Path, Path]], sample, info, input_path) -> 
     df = by_id.loc[order].reset_index()
     df.columns = list(sample_df.columns)
     with atomic_path(output) as tmp:
-        tmp.write_bytes(_csv_text(df, header=True))
+        tmp.write_bytes(csv_text(df, header=True))
         validate_submission(tmp, sample, info.submission, name=str(output))
     label_partial.unlink()
     for partial, final in rest:
