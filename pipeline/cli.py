@@ -4,6 +4,7 @@
     foldwise train --fold 0
     foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
     foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
+    foldwise serve --model models/ensemble.onnx --port 8000
 
 A user's mistake ends in one line `error: ...` and exit code 2; heavy imports (torch, timm)
 happen inside the commands that need them.
@@ -241,6 +242,56 @@ def _predict_ray(model: Path, input_spec: str, output: Path, ids: Optional[Path]
 
 
 @app.command()
+def serve(
+    model: Path = typer.Option(..., "--model", "-m", help="ONNX ensemble written by `foldwise export`."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (any non-loopback one needs --token-file)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, help="Server processes (one onnxruntime session and batcher each)."),
+    max_batch: int = typer.Option(64, help="Images per onnxruntime run formed by the dynamic batcher."),
+    max_delay_ms: float = typer.Option(5.0, help="Longest wait for a batch to fill, from its first request."),
+    max_queue: int = typer.Option(2048, help="Images waiting for the batcher; a request beyond gets 429."),
+    max_images: int = typer.Option(1024, help="Images (or CSV rows) in one request."),
+    max_body_mb: float = typer.Option(64.0, help="Request body size limit (MiB), job uploads aside."),
+    max_upload_mb: float = typer.Option(4096.0, help="A job's uploaded file size limit (MiB)."),
+    max_pixels: int = typer.Option(40_000_000, help="Pixels of one image before decoding (decompression bombs)."),
+    token_file: Optional[Path] = typer.Option(None, help="File holding the bearer token clients must send."),
+    data_root: Optional[Path] = typer.Option(None, help="Jobs may name server-side files only under this folder."),
+    jobs_dir: Path = typer.Option(Path("jobs"), help="Where jobs (inputs, state, results) are kept."),
+    job_chunk_rows: int = typer.Option(4096, help="Rows a job predicts and checkpoints at a time."),
+    job_batch_size: int = typer.Option(256, help="Images per onnxruntime run inside a job."),
+    model_name: Optional[str] = typer.Option(None, help="Model name in /v2/models/<name> [default: the file's stem]."),
+    provider: str = typer.Option("auto", help="auto | cpu | cuda."),
+    threads: Optional[int] = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
+    require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One JSON line per request on stderr."),
+    spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="Let onnxruntime threads spin-wait between "
+                                                                         "runs (off: that CPU goes to HTTP work)."),
+) -> None:
+    """HTTP server over the ONNX ensemble: KServe v2 / Triton protocol, /predict, batch jobs, /metrics.
+
+    Concurrent requests are merged into onnxruntime batches (dynamic batching); jobs survive a
+    restart (they continue after their last finished chunk). Stop with Ctrl-C or SIGTERM (graceful).
+
+    Example: foldwise serve --model models/ensemble.onnx --port 8000
+             curl -F file=@shoe.png http://127.0.0.1:8000/predict
+    """
+    from serve.http.config import ServeConfig
+    from serve.http.server import run
+
+    if provider not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--provider {provider!r}: use auto, cpu or cuda")
+    run(ServeConfig(model=str(model), model_name=model_name, host=host, port=port, workers=workers,
+                    provider=provider, threads=threads, require_gpu=require_gpu, max_batch=max_batch,
+                    max_delay_ms=max_delay_ms, max_queue=max_queue, max_images=max_images, max_body_mb=max_body_mb,
+                    max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                    token_file=str(token_file) if token_file else None,
+                    data_root=str(data_root) if data_root else None, jobs_dir=str(jobs_dir),
+                    job_chunk_rows=job_chunk_rows, job_batch_size=job_batch_size, access_log=access_log,
+                    spinning=spinning),
+        announce=typer.echo)
+
+
+@app.command()
 def submit(dry_run: bool = typer.Option(False, "--dry-run", help="Validate and look for a duplicate; upload nothing.")) -> None:
     """Stage submit: validate submissions/submission.csv, upload it once (submit.enabled), wait for the score.
 
@@ -452,6 +503,71 @@ def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on
     for side in ("sequential", "parallel"):
         typer.echo(f"{side:>10} val accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in r[f"accuracy_{side}"].items()))
     typer.echo(f"load average after: {r['load_after']} (wrote bench/parallel.json)")
+
+
+@bench_app.command("serve")
+def bench_serve(model: Path = typer.Option(Path("models/ensemble.onnx"), help="ONNX ensemble to serve."),
+                threads: Optional[int] = typer.Option(None, help="onnxruntime threads, server and offline alike "
+                                                               "[default: all cores]."),
+                max_batch: int = typer.Option(64, help="The server's --max-batch."),
+                max_delay_ms: float = typer.Option(5.0, help="The server's --max-delay-ms."),
+                concurrency: list[int] = typer.Option([1, 8, 64], help="Concurrent clients (repeat the option)."),
+                size: list[int] = typer.Option([1, 256], help="Images per request (repeat the option)."),
+                images: int = typer.Option(4096, help="Images per scenario (at least one request per client)."),
+                seconds: float = typer.Option(30.0, help="No new request after this many seconds of a scenario."),
+                offline_images: int = typer.Option(2048, help="Images for the offline `foldwise predict` runs."),
+                soak_seconds: float = typer.Option(600.0, help="Memory run at --soak-concurrency (0: skip)."),
+                soak_concurrency: int = typer.Option(64, help="Clients during the memory run."),
+                url: Optional[str] = typer.Option(None, help="Use this running server (loopback only) instead of "
+                                                              "starting one (no memory run then)."),
+                token_file: Optional[Path] = typer.Option(None, help="Bearer token for --url.")) -> None:
+    """The HTTP server under load vs offline `foldwise predict` on the same model and threads, in one run.
+
+    Throughput, p50/p95/p99 latency and the batcher's mean batch at each concurrency and request
+    size; then the server's memory sampled over a soak run. Writes bench/serve.json.
+
+    Example: foldwise bench serve --model models/ensemble.onnx --threads 2
+    """
+    from datetime import datetime, timezone
+
+    from serve.atomic import write_json
+    from serve.http.bench import bench_serve as run_bench
+    from serve.http.config import read_token
+
+    if not model.is_file():
+        raise UserError(f"{model}: model file not found")
+    token = read_token(token_file) if token_file else None
+    r = run_bench(model, threads, max_batch, max_delay_ms, tuple(concurrency), tuple(size), images, seconds,
+                  offline_images, soak_seconds, soak_concurrency, url, token, progress=typer.echo)
+    write_json(Path("bench/serve.json"), {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **r})
+    before, after = r["offline"]["before"], r["offline"]["after"]
+    typer.echo(f"\n{r['model']} on {r['provider']}, {r['threads'] or 'all'} threads; max batch {r['max_batch']}, "
+               f"max delay {r['max_delay_ms']:g} ms")
+    typer.echo(f"CPU: {r['cpu']}; load average {r['load_average_start']} (start), {r['load_average_end']} (end)")
+    typer.echo(f"offline foldwise predict (.npy, batch 256), images/s before / after: {before['spinning']:.0f} / "
+               f"{after['spinning']:.0f}; without spin-waiting {before['no_spinning']:.0f} / {after['no_spinning']:.0f}; "
+               f"reference {r['offline_reference_images_per_second']:.0f}")
+    typer.echo(f"{'images/req':>10} {'conc':>5} {'requests':>8} {'images/s':>9} {'vs offline':>10} {'p50 ms':>8} "
+               f"{'p95 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'batch ms':>9} errors")
+    for s in r["scenarios"]:
+        typer.echo(f"{s['images_per_request']:>10} {s['concurrency']:>5} {s['requests']:>8} {s['images_per_second']:>9.0f} "
+                   f"{s['vs_offline']:>9.2f}x {s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f} {s['p99_ms']:>8.1f} "
+                   f"{s['mean_batch']:>10.1f} {s['mean_batch_compute_ms']:>9.1f} {s['errors'] or '-'}")
+    single = {s["concurrency"]: s for s in r["scenarios"] if s["images_per_request"] == 1}
+    if 1 in single and single:
+        full = single[max(single)]
+        bound = r["max_delay_ms"] + full["mean_batch_compute_ms"]
+        verdict = "within" if single[1]["p99_ms"] <= bound else "ABOVE"
+        typer.echo(f"concurrency 1: p99 {single[1]['p99_ms']:.1f} ms {verdict} max delay {r['max_delay_ms']:g} ms + one "
+                   f"batch's compute ({full['mean_batch_compute_ms']:.1f} ms, mean batch {full['mean_batch']:.1f} at "
+                   f"concurrency {max(single)}) = {bound:.1f} ms")
+    if "soak" in r:
+        k = r["soak"]
+        typer.echo(f"memory over {k['seconds']:.0f} s at concurrency {soak_concurrency} ({k['requests']} requests, "
+                   f"{k['images_per_second']:.0f} images/s, errors {k['errors'] or '-'}): server RSS start "
+                   f"{k['rss_start_mib']:.0f} MiB, after warm-up {k['rss_after_warmup_mib']:.0f}, end {k['rss_end_mib']:.0f}, "
+                   f"max {k['rss_max_mib']:.0f}; growth after warm-up {k['growth_after_warmup_mib']:+.1f} MiB")
+        typer.echo("RSS samples (s, MiB): " + " ".join(f"{t:.0f}:{m:.0f}" for t, m in k["samples"]))
 
 
 def main() -> None:

@@ -1,0 +1,78 @@
+"""Starting `foldwise serve`: check everything, open the model, run uvicorn.
+
+    foldwise serve --model models/ensemble.onnx --host 127.0.0.1 --port 8000 --max-batch 64 --max-delay-ms 5
+
+Mistakes (a missing model, a non-loopback --host without --token-file, --require-gpu on a CPU)
+end as one `error:` line before anything listens. One worker: the app runs in this process on
+the session opened here. `--workers N`: uvicorn starts N processes, each with its own session and
+batcher (config passed through the environment; Prometheus multiprocess mode for /metrics).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+
+from serve.engine import Engine
+from serve.http.config import ENV, ServeConfig
+from serve.http.metrics import ACCESS_LOGGER
+
+_logger = logging.getLogger(__name__)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as the `foldwise` CLI logs
+
+
+def setup_worker_logging(config: ServeConfig) -> None:
+    """A uvicorn worker process (spawned, so without the CLI's set-up) logs like the parent."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
+    setup_access_log(config.access_log)
+
+
+def setup_access_log(enabled: bool) -> None:
+    """Access lines are JSON objects, one per line on stderr, without the usual log prefix."""
+    log = logging.getLogger(ACCESS_LOGGER)
+    log.handlers.clear()
+    log.propagate = False
+    if enabled:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    else:
+        log.setLevel(logging.CRITICAL + 1)
+
+
+def _exit_after_graceful_stop(signum: int, frame) -> None:
+    raise SystemExit(0)
+
+
+def run(config: ServeConfig, announce=print) -> None:
+    """Serve until SIGINT/SIGTERM (graceful), raising UserError for a bad setup."""
+    import uvicorn  # noqa: PLC0415
+
+    config.validate()
+    setup_access_log(config.access_log)
+    engine = Engine(config.model, provider=config.provider, threads=config.threads, require_gpu=config.require_gpu,
+                    spinning=config.spinning)
+    auth = "bearer token required" if config.token_file else "no auth (loopback only)"
+    announce(f"foldwise serve: model '{config.name}' ({config.model}) on {engine.provider}, "
+             f"http://{config.host}:{config.port}, {config.workers} worker(s), max batch {config.max_batch}, "
+             f"max delay {config.max_delay_ms:g} ms, {auth}")
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found: make that
+    # handler end the process normally (exit 0, `finally` blocks run) rather than die by the signal
+    signal.signal(signal.SIGTERM, _exit_after_graceful_stop)
+    common = dict(host=config.host, port=config.port, log_config=None, access_log=False,
+                  timeout_graceful_shutdown=30, server_header=False, lifespan="on")
+    if config.workers == 1:
+        from serve.http.app import create_app  # noqa: PLC0415
+
+        uvicorn.Server(uvicorn.Config(create_app(config, engine), **common)).run()
+        return
+    del engine  # each worker opens its own session
+    os.environ[ENV] = config.to_json()
+    with tempfile.TemporaryDirectory(prefix="foldwise-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # workers' metrics summed by /metrics
+        uvicorn.run("serve.http.app:app_from_env", factory=True, workers=config.workers, **common)
