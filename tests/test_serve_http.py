@@ -291,9 +291,9 @@ def test_bench_serve_prints_the_comparison(tiny_onnx: Path, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     rows = [ln.split() for ln in lines if ln.split()[:2] in (["1", "1"], ["1", "8"], ["16", "1"], ["16", "8"])]
-    assert len(rows) == 4 and all(float(r[3]) > 0 and r[4].endswith("x") for r in rows), result.stdout
-    assert any(ln.startswith("offline foldwise predict (.npy, batch 256), images/s before / after:") for ln in lines)
+    assert len(rows) == 4 and all(float(r[3]) > 0 and float(r[4]) > 0 and r[5].endswith("x") for r in rows), result.stdout
+    assert any(ln.startswith("offline = `foldwise predict` (.npy, batch 256") for ln in lines)
     assert any(ln.startswith("concurrency 1: p99") for ln in lines)
     assert any(ln.startswith("memory over") and "server RSS start" in ln for ln in lines)
     saved = json.loads((tmp_path / "bench" / "serve.json").read_text())
-    assert len(saved["scenarios"]) == 4 and saved["soak"]["requests"] > 0
+    assert len(saved["scenarios"]) == 4 and len(saved["offline"]) == 5 and saved["soak"]["requests"] > 0

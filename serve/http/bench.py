@@ -3,12 +3,14 @@
     foldwise bench serve --model models/ensemble.onnx --threads 2 --soak-seconds 600
 
 Starts `foldwise serve` on a free 127.0.0.1 port (or uses --url, loopback only), then:
-  1. offline `foldwise predict` (serve.predict.predict_file, same model and threads) on random
-     uint8 images in a .npy: images/s with onnxruntime's spin-waiting on (predict's default) and off
-     (the server's), before and after the load; the reference is the better mode's mean;
-  2. for each request size (1 and 256 images) and concurrency (1, 8, 64): a bounded run of v2
+  1. for each request size (1 and 256 images) and concurrency (1, 8, 64): a bounded run of v2
      binary-tensor requests (aiohttp): throughput, p50/p95/p99 latency, and from the server's
      /metrics the mean batch the dynamic batcher formed and its onnxruntime seconds;
+  2. between every two scenarios (and before the first), offline `foldwise predict`
+     (serve.predict.predict_file, same model and threads) on random uint8 images in a .npy, with
+     onnxruntime's spin-waiting on (predict's default) and off (the server's): a scenario's
+     reference is the mean of the runs just before and just after it, in the better mode, so a
+     change in the machine's load hits both sides of the ratio alike;
   3. a soak (default 10 minutes at concurrency 64, single images) sampling the server's RSS.
 Results are printed and written to bench/serve.json. Nothing here asserts: the numbers are ratios
 measured side by side, with the machine's load average beside them (other work shares the CPU).
@@ -173,7 +175,7 @@ def _soak(server: ServerProcess, name: str, input_name: str, shape, seconds: flo
 
 def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, max_delay_ms: float = 5.0,
                 concurrencies: tuple[int, ...] = (1, 8, 64), sizes: tuple[int, ...] = (1, 256),
-                images_budget: int = 4096, seconds: float = 30.0, offline_images: int = 2048,
+                images_budget: int = 4096, seconds: float = 30.0, offline_images: int = 1024,
                 soak_seconds: float = 600.0, soak_concurrency: int = 64, url: str | None = None,
                 token: str | None = None, progress=print) -> dict:
     """Run the whole comparison; returns everything measured (see the module docstring)."""
@@ -195,24 +197,23 @@ def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, ma
                       "threads": threads, "max_batch": max_batch, "max_delay_ms": max_delay_ms,
                       "cpu": cpu_description(), "load_average_start": load_average(), "scenarios": []}
             progress(f"server {url}: model {name} on {result['provider']}; load average {load_average()}")
-            first = offline_pair(model, shape, threads, offline_images, workdir)
-            progress(f"offline foldwise predict: {first['spinning']:.0f} images/s, {first['no_spinning']:.0f} without "
-                     "spin-waiting (before the load)")
+            # each scenario sits between two offline runs; its reference is their mean (the better
+            # onnxruntime mode), so a change in the machine's load hits both sides alike
+            previous = offline_pair(model, shape, threads, offline_images, workdir)
+            result["offline"] = [previous]
+            progress(f"offline: {previous['spinning']:.0f} images/s ({previous['no_spinning']:.0f} without spin-waiting)")
             for size in sizes:
                 for conc in concurrencies:
                     row = _scenario(url, name, meta["inputs"][0]["name"], shape, size, conc, images_budget, seconds, token)
+                    following = offline_pair(model, shape, threads, offline_images, workdir)
+                    result["offline"].append(following)
+                    row["offline_images_per_second"] = max((previous[m] + following[m]) / 2 for m in previous)
+                    row["vs_offline"] = row["images_per_second"] / row["offline_images_per_second"]
                     result["scenarios"].append(row)
-                    progress(f"  {size:>3} image(s) x concurrency {conc:>2}: {row['images_per_second']:.0f} images/s, "
-                             f"p99 {row['p99_ms']:.0f} ms, mean batch {row['mean_batch']:.1f}")
-            second = offline_pair(model, shape, threads, offline_images, workdir)
-            progress(f"offline foldwise predict: {second['spinning']:.0f} images/s, {second['no_spinning']:.0f} without "
-                     "spin-waiting (after the load)")
-            result["offline"] = {"before": first, "after": second}
-            # the reference is the better mode, averaged over before and after: the stricter comparison
-            reference = max((first[m] + second[m]) / 2 for m in first)
-            result["offline_reference_images_per_second"] = reference
-            for row in result["scenarios"]:
-                row["vs_offline"] = row["images_per_second"] / reference
+                    progress(f"  {size:>3} image(s) x concurrency {conc:>2}: {row['images_per_second']:.0f} images/s "
+                             f"({row['vs_offline']:.2f}x offline {row['offline_images_per_second']:.0f}), p99 "
+                             f"{row['p99_ms']:.0f} ms, mean batch {row['mean_batch']:.1f}")
+                    previous = following
             if soak_seconds > 0 and server is not None:
                 progress(f"soak: {soak_seconds:.0f} s at concurrency {soak_concurrency}, sampling the server's RSS")
                 result["soak"] = _soak(server, name, meta["inputs"][0]["name"], shape, soak_seconds,
