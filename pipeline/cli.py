@@ -559,7 +559,9 @@ def bench_serve(model: Path = typer.Option(Path("models/ensemble.onnx"), help="O
         verdict = "within" if single[1]["p99_ms"] <= bound else "ABOVE"
         typer.echo(f"concurrency 1: p99 {single[1]['p99_ms']:.1f} ms {verdict} max delay {r['max_delay_ms']:g} ms + one "
                    f"batch's compute ({full['mean_batch_compute_ms']:.1f} ms, mean batch {full['mean_batch']:.1f} at "
-                   f"concurrency {max(single)}) = {bound:.1f} ms")
+                   f"concurrency {max(single)}) = {bound:.1f} ms; its own batches of "
+                   f"{single[1]['mean_batch']:.1f} took {single[1]['mean_batch_compute_ms']:.1f} ms on average "
+                   f"(p50 {single[1]['p50_ms']:.1f} ms)")
     if "soak" in r:
         k = r["soak"]
         typer.echo(f"memory over {k['seconds']:.0f} s at concurrency {soak_concurrency} ({k['requests']} requests, "

@@ -51,6 +51,7 @@ def served(tiny_onnx: Path, real_slice, tmp_path_factory):
     server = Server(tiny_onnx, work, "--token-file", str(work / "token"), "--data-root", str(root),
                     "--jobs-dir", str(work / "jobs"), "--max-body-mb", "1", "--max-images", "64",
                     "--max-pixels", "1000000", "--max-delay-ms", "20", token=TOKEN)
+    assert "model 'ensemble'" in server.log.read_text() and "on CPUExecutionProvider" in server.log.read_text()
     yield server, work
     assert server.stop() == 0  # SIGTERM: a graceful stop, exit code 0
     assert "Application shutdown complete" in server.log.read_text()
@@ -237,6 +238,17 @@ def test_a_sigkilled_job_resumes_and_ends_byte_identical(tiny_onnx: Path, real_s
     done_before = json.loads(state.read_text())["rows"]
     assert 450 <= done_before < 2400, done_before
     server = Server(tiny_onnx, tmp_path, *args, name="restarted")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # SIGTERM mid-job: graceful, the job is checkpointed and stays queued
+        seen = server.get(f"/jobs/{job['id']}").json()
+        if seen["rows_done"] > done_before + 150 or seen["state"] == "done":
+            break
+        time.sleep(0.02)
+    assert server.stop() == 0
+    on_disk = json.loads((tmp_path / "jobs" / job["id"] / "job.json").read_text())
+    assert on_disk["state"] == "queued" and on_disk["rows_done"] < 2400, on_disk
+    assert f"job {job['id']} checkpointed for the next start" in server.log.read_text()
+    server = Server(tiny_onnx, tmp_path, *args, name="restarted-again")
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -248,7 +260,7 @@ def test_a_sigkilled_job_resumes_and_ends_byte_identical(tiny_onnx: Path, real_s
         result = server.get(f"/jobs/{job['id']}/result").content
     finally:
         assert server.stop() == 0
-    assert f"resumes after {done_before} rows" in server.log.read_text()
+    assert f"resumes after {done_before} rows" in (tmp_path / "restarted.log").read_text()
     predict_file(tiny_onnx, csv, tmp_path / "clean.csv", batch_size=64, chunk_rows=150, threads=1)
     assert result == (tmp_path / "clean.csv").read_bytes()
 
@@ -276,9 +288,12 @@ def test_a_full_queue_answers_429_and_shutdown_finishes_requests_in_flight(tiny_
     assert first["r"].status_code == 200 and len(first["r"].json()["outputs"][0]["data"]) == 80
 
 
-def test_serve_refuses_a_public_address_without_a_token(tiny_onnx: Path, tmp_path: Path) -> None:
+def test_serve_refuses_a_public_address_without_a_token_and_a_cpu_with_require_gpu(tiny_onnx: Path,
+                                                                                     tmp_path: Path) -> None:
     result = run_cli("serve", "--model", str(tiny_onnx), "--host", "0.0.0.0", "--port", "9")
     assert_one_line_error(result, "--host 0.0.0.0", "--token-file")
+    result = run_cli("serve", "--model", str(tiny_onnx), "--port", "9", "--require-gpu")
+    assert_one_line_error(result, "--require-gpu", "CPUExecutionProvider, not CUDA")
     (tmp_path / "short").write_text("abc")
     result = run_cli("serve", "--model", str(tiny_onnx), "--token-file", str(tmp_path / "short"))
     assert_one_line_error(result, "--token-file", "at least 16 characters")

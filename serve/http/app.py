@@ -187,11 +187,11 @@ def _people_routes(app: FastAPI, svc: Service) -> None:
             target = await loop.run_in_executor(None, resolve_under, svc.data_root, path)
             job = await loop.run_in_executor(None, svc.store.create_from_path, target, path)
         elif ctype == "multipart/form-data":
-            form = await request.form(max_files=1, max_fields=4)
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise ApiError(400, "no file: send -F file=@test.csv")
-            job = await loop.run_in_executor(None, svc.store.create_from_file, upload.file, upload.filename or "")
+            async with request.form(max_files=1, max_fields=4) as form:  # the spooled upload is closed after
+                upload = form.get("file")
+                if upload is None or isinstance(upload, str):
+                    raise ApiError(400, "no file: send -F file=@test.csv")
+                job = await loop.run_in_executor(None, svc.store.create_from_file, upload.file, upload.filename or "")
         else:
             name = request.query_params.get("name")
             if not name:

@@ -183,7 +183,13 @@ class JobStore:
             raise ApiError(409, f"job {job_id} failed: {job['error']}")
         total = f" of {job['rows_total']}" if job.get("rows_total") else ""
         raise ApiError(409, f"job {job_id} is {job['state']} ({job['rows_done']}{total} rows done); "
-                            "poll GET /jobs/{id} until its state is done")
+                            f"poll GET /jobs/{job_id} until its state is done")
+
+    def sweep_deleted(self) -> None:
+        """Remove folders of jobs deleted while marked running (e.g. after a crash); runner only."""
+        for marker in self.root.glob("*/cancel"):
+            if JOB_ID.match(marker.parent.name):
+                shutil.rmtree(marker.parent, ignore_errors=True)
 
 
 class BatchedEngine:
@@ -231,6 +237,7 @@ class JobRunner(threading.Thread):
                 except BlockingIOError:  # another worker process runs the jobs
                     self.stopping.wait(1.0)
             while not self.stopping.is_set():
+                self.store.sweep_deleted()  # between jobs: no job of ours is running
                 job = self.store.next_active()
                 if job is None:
                     self.wake.wait(1.0)

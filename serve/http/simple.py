@@ -90,14 +90,14 @@ class PredictInputs:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         loop = asyncio.get_running_loop()
         if ctype == "multipart/form-data":
-            form = await request.form(max_files=2 * self.max_images + 2, max_fields=16)
-            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-            if not files:
-                raise ApiError(400, "no files in the form: send -F file=@image.png (one or more) or -F file=@test.csv")
-            if len(files) > self.max_images:
-                raise self._too_many(len(files), "files")
-            named = [(safe_name(f.filename, i), await f.read()) for i, f in enumerate(files)]
-            first_type = (files[0].content_type or "").lower()
+            async with request.form(max_files=2 * self.max_images + 2, max_fields=16) as form:  # closes spooled files
+                files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+                if not files:
+                    raise ApiError(400, "no files in the form: send -F file=@image.png (one or more) or -F file=@test.csv")
+                if len(files) > self.max_images:
+                    raise self._too_many(len(files), "files")
+                named = [(safe_name(f.filename, i), await f.read()) for i, f in enumerate(files)]
+                first_type = (files[0].content_type or "").lower()
             if len(files) == 1 and (named[0][0].lower().endswith(".csv") or first_type in CSV_TYPES[:2]):
                 return await loop.run_in_executor(None, self.read_csv, named[0][1], named[0][0])
             return await loop.run_in_executor(None, self.decode_images, named)
