@@ -114,14 +114,30 @@ def resolve_device(request: str) -> torch.device:
     return torch.device(request)
 
 
+def resolve_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None for float32, why): `auto` takes bf16 on a CPU only where it is native."""
+    if amp == "off":
+        return None, "fp32 (train.amp: off)"
+    if device.type == "cuda":
+        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16, "bf16 autocast (CUDA)"
+        return torch.float16, "fp16 autocast (CUDA)"
+    from pipeline.hardware import cpu_precision  # noqa: PLC0415
+
+    cpu = cpu_precision()
+    if amp == "fp16":
+        return None, "fp32 (train.amp: fp16 applies on CUDA only)"
+    if amp == "bf16":
+        native = (f"native: {', '.join(cpu['bf16_flags'])}" if cpu["bf16"]
+                  else "this CPU has no native bf16, so it is emulated and slower than fp32")
+        return torch.bfloat16, f"bf16 autocast (train.amp: bf16; {native})"
+    if cpu["bf16"]:
+        return torch.bfloat16, f"bf16 autocast (train.amp: auto; CPU has native bf16: {', '.join(cpu['bf16_flags'])})"
+    return None, "fp32 (train.amp: auto; CPU has no native bf16 (avx512_bf16/amx_bf16): bf16 would be emulated)"
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or amp == "off":
-        if amp in ("bf16", "fp16") and device.type != "cuda":
-            _logger.info("train.amp=%s applies on CUDA only; training in float32 on %s", amp, device)
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+    return resolve_precision(amp, device)[0]
 
 
 @torch.inference_mode()
@@ -326,6 +342,7 @@ class TrainingSetup:
     criterion: nn.Module
     mixup: object | None
     scaler: object | None
+    precision: str = ""  # what resolve_precision chose and why
 
     @classmethod
     def create(cls, params: TrainParams, meta: dict, images: np.ndarray, labels: np.ndarray,
@@ -333,7 +350,7 @@ class TrainingSetup:
                wrap=None) -> "TrainingSetup":
         """`sampler` and `wrap` (model -> net, e.g. DDP) are the hooks of pipeline/distributed/ddp.py."""
         channels_last = params.channels_last and not params.model.startswith(("foldwise_mlp", "foldwise_linear"))
-        amp_dtype = autocast_dtype(params.amp, device)
+        amp_dtype, precision = resolve_precision(params.amp, device)
         if sampler is None:
             sampler = EpochBatches(train_rows, params.batch_size, seed, drop_last=len(train_rows) > params.batch_size)
         loader = DataLoader(AugmentedBatches(images, labels, build_augment(params.augment)), sampler=sampler,
@@ -354,7 +371,7 @@ class TrainingSetup:
         else:
             criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        return cls(fold_run, net, loader, sampler, channels_last, amp_dtype, criterion, mixup, scaler)
+        return cls(fold_run, net, loader, sampler, channels_last, amp_dtype, criterion, mixup, scaler, precision)
 
 
 def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, models: Path = MODELS,
@@ -379,7 +396,7 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
 
     signature = params_hash({"params": {k: v for k, v in dataclasses.asdict(params).items() if k != "folds"},
                              "fold": fold, "seed": seed, "data": data_fingerprint(prepared),
-                             **(dist.signature() if dist else {})})
+                             "autocast": str(amp_dtype), **(dist.signature() if dist else {})})
     ckpt_path = checkpoints / f"fold{fold}" / "last.pt"
     state = load_checkpoint(ckpt_path, signature) if dist is None or dist.is_main else None
     if dist is not None:  # rank 0's checkpoint reaches every rank (no shared filesystem needed)
@@ -390,6 +407,7 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
 
     _logger.info("fold %d (seed %d): %s on %s, %d train / %d val images, %d epochs", fold, seed, params.model,
                  device, len(train_rows), len(val_rows), params.epochs)
+    _logger.info("fold %d: precision %s", fold, t.precision)
 
     stopped_early = False
     while fold_run.epoch < params.epochs:
@@ -438,12 +456,12 @@ def run(params: TrainParams, fold: int, seed: int, prepared: Path = PREPARED, mo
     if dist is not None and not dist.is_main:
         return {}
     return _write_outputs(params, meta, fold, seed, fold_run, val_rows, models / f"fold{fold}", device,
-                          channels_last, stopped_early, curves_dir / f"fold{fold}.csv")
+                          channels_last, stopped_early, curves_dir / f"fold{fold}.csv", t.precision)
 
 
 def _write_outputs(params: TrainParams, meta: dict, fold: int, seed: int, fold_run: FoldRun, val_rows: np.ndarray,
                    out: Path, device: torch.device, channels_last: bool, stopped_early: bool,
-                   curves_path: Path) -> dict:
+                   curves_path: Path, precision: str = "") -> dict:
     best = fold_run.best
     h, _w, c = meta["image_shape"]
     kwargs = dict(params.model_kwargs)
@@ -473,9 +491,12 @@ def _write_outputs(params: TrainParams, meta: dict, fold: int, seed: int, fold_r
                "train_images_per_second": round(fold_run.images_seen / max(train_time, 1e-9), 1)}
     write_json(out / "metrics.json", metrics)
     import timm  # noqa: PLC0415
+
+    from pipeline.hardware import describe as describe_cpu  # noqa: PLC0415
     write_json(out / "config.json", {
         "params": dataclasses.asdict(params), "fold": fold, "seed": seed, "device": str(device),
-        "channels_last": channels_last, "threads": torch.get_num_threads(),
+        "channels_last": channels_last, "threads": torch.get_num_threads(), "precision": precision,
+        "cpu": describe_cpu(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                      "numpy": np.__version__}})
     _logger.info("fold %d: best epoch %d, val accuracy %.4f, %.0fs", fold, best["epoch"], best["val_accuracy"],

@@ -1,0 +1,66 @@
+"""What this CPU can do natively: bf16 math for training, int8 dot products (VNNI) for inference.
+
+    from pipeline.hardware import cpu_precision
+    cpu_precision()   # {'model': 'AMD EPYC', 'bf16': False, 'vnni': False, 'flags': [...], ...}
+
+bf16 autocast on a CPU is only faster than float32 where the CPU multiplies bf16 in hardware
+(x86 `avx512_bf16` or `amx_bf16`, Arm `bf16`); elsewhere PyTorch emulates it and it is slower.
+int8 inference gets its large speed-up from VNNI (`avx512_vnni`, `avx_vnni`, AMX int8, Arm `i8mm`
+/ `asimddp`); with AVX2 alone onnxruntime's int8 kernels gain much less and need 7-bit weights.
+The flags come from torch's own CPU probe (`torch.cpu.get_capabilities`, x86) and, on Linux, from
+/proc/cpuinfo (Arm and as a cross-check).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+from pathlib import Path
+
+_logger = logging.getLogger(__name__)
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")           # x86 AVX-512 BF16 / AMX; Arm FEAT_BF16
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "i8mm", "asimddp")
+
+
+def _proc_cpuinfo() -> tuple[str, set[str]]:
+    """(model name, flags) from /proc/cpuinfo; ('', set()) where there is none."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return "", set()
+    model, flags = "", set()
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu model") and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_precision() -> dict:
+    """The CPU's model, whether it has native bf16 and int8 dot products, and the flags that say so."""
+    model, flags = _proc_cpuinfo()
+    try:
+        import torch  # noqa: PLC0415
+
+        caps = torch.cpu.get_capabilities()
+        flags |= {k for k, v in caps.items() if v is True}
+        model = model or str(caps.get("cpu_name", ""))
+    except (ImportError, AttributeError, RuntimeError) as exc:  # an older torch: /proc/cpuinfo alone
+        _logger.debug("torch CPU capabilities unavailable (%s)", exc)
+    bf16 = sorted(f for f in BF16_FLAGS if f in flags)
+    vnni = sorted(f for f in VNNI_FLAGS if f in flags)
+    simd = [f for f in ("avx512f", "avx512_f", "avx2", "fma", "fma3", "asimd", "sve") if f in flags]
+    return {"model": model or platform.processor() or platform.machine(), "machine": platform.machine(),
+            "bf16": bool(bf16), "bf16_flags": bf16, "vnni": bool(vnni), "vnni_flags": vnni, "simd": simd}
+
+
+def describe() -> str:
+    """One line for logs: model, SIMD, bf16 and VNNI."""
+    c = cpu_precision()
+    bf16 = f"native bf16 ({', '.join(c['bf16_flags'])})" if c["bf16"] else "no native bf16"
+    vnni = f"int8 VNNI ({', '.join(c['vnni_flags'])})" if c["vnni"] else "no VNNI"
+    return f"{c['model']} [{', '.join(c['simd']) or c['machine']}; {bf16}; {vnni}]"
