@@ -402,21 +402,52 @@ app.add_typer(bench_app, name="bench")
 
 
 @bench_app.command("train")
-def bench_train(steps: int = typer.Option(60, help="Train steps per measurement."),
+def bench_train(steps: int = typer.Option(40, help="Train steps per measurement."),
                 fold: int = typer.Option(0, help="Fold whose training rows feed the loader."),
                 rounds: int = typer.Option(2, help="Interleaved rounds (the median is printed).")) -> None:
-    """Training loop images/s vs the same model's steps on pre-made tensors (data-path overhead).
+    """fp32 vs bf16 train steps, FLOPs and GFLOP/s, and the data path's cost, side by side in one run.
 
-    Example: foldwise bench train --steps 60
+    Example: foldwise bench train --steps 40
     """
     from pipeline.bench import bench_train as run_bench
 
     r = run_bench(steps=steps, fold=fold, rounds=rounds)
     typer.echo(f"model {r['model']}, batch {r['batch_size']}, workers {r['num_workers']}, "
                f"{r['threads']} threads, {r['device']}, {r['steps']} steps x {rounds} rounds")
-    typer.echo(f"training loop   {r['train_loop_images_per_s']:8.0f} images/s")
-    typer.echo(f"pure compute    {r['pure_compute_images_per_s']:8.0f} images/s")
+    typer.echo(f"CPU {r['cpu']}")
+    typer.echo(f"FLOPs per image: forward {r['flops_per_image_forward'] / 1e6:.1f} M, "
+               f"train step (forward + backward) {r['flops_per_image_train_step'] / 1e6:.1f} M")
+    typer.echo(f"{'precision':<10} {'images/s':>9} {'GFLOP/s':>8}")
+    for name, v in r["precisions"].items():
+        typer.echo(f"{name:<10} {v['images_per_s']:>9.0f} {v['gflops_per_s']:>8.1f}")
+    typer.echo(f"bf16 / fp32: {r['bf16_vs_fp32']:.2f}x")
+    typer.echo(f"train.amp -> {r['precision']}")
+    typer.echo(f"training loop ({r['configured']}) {r['train_loop_images_per_s']:8.0f} images/s")
+    typer.echo(f"pure compute  ({r['configured']}) {r['pure_compute_images_per_s']:8.0f} images/s")
     typer.echo(f"ratio {r['ratio']:.3f} (data-path overhead {100 * r['data_path_overhead']:.1f}%)")
+
+
+@bench_app.command("fold")
+def bench_fold(against: Path = typer.Option(..., help="Params or preset file whose `train` keys to compare with."),
+               steps: int = typer.Option(40, help="Train steps per measurement."),
+               rounds: int = typer.Option(3, help="Interleaved rounds (the median is used)."),
+               fold: int = typer.Option(0, help="Fold whose rows are trained and validated.")) -> None:
+    """One fold's projected training time: params.yaml vs another params file, interleaved in one run.
+
+    Example: foldwise bench fold --against presets/cpu-cnn-4ep.yaml
+    """
+    import os
+
+    from pipeline.bench import bench_fold as run_bench
+
+    r = run_bench(against, steps=steps, fold=fold, rounds=rounds)
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    typer.echo(f"fold {r['fold']}, {r['threads']} threads, {r['steps']} steps x {r['rounds']} rounds, load average {load}")
+    typer.echo(f"{'params':<32} {'model':<14} {'epochs':>6} {'train img/s':>12} {'val img/s':>10} {'fold s':>8}")
+    for name, v in r["sides"].items():
+        typer.echo(f"{name:<32} {v['model']:<14} {v['epochs']:>6} {v['train_images_per_s']:>12.0f} "
+                   f"{v['eval_images_per_s']:>10.0f} {v['fold_seconds']:>8.0f}")
+    typer.echo(f"fold time ratio {r['fold_time_ratio']:.2f}x (training images/s ratio {r['train_speed_ratio']:.2f}x)")
 
 
 @bench_app.command("infer")
@@ -436,11 +467,18 @@ def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes 
     from serve.atomic import write_json
     write_json(Path("bench/infer.json"), {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                           "rows": rows})
-    typer.echo(f"{rows[0]['folds']} folds x {rows[0]['views']} views, {rows[0]['threads']} threads, CPU; images/s")
-    typer.echo(f"{'batch':>6} {'torch eager':>12} {'onnx fp32':>10} {'onnx int8':>10} {'fp32/eager':>11} {'int8/eager':>11}")
+    from pipeline.hardware import describe
+
+    typer.echo(f"{rows[0]['folds']} folds x {rows[0]['views']} views, {rows[0]['threads']} threads, CPU "
+               f"{describe()}")
+    typer.echo(f"{rows[0]['flops_per_image'] / 1e6:.1f} MFLOPs per image (every fold and view; int8: the same "
+               "operations in int8); images/s and GFLOP/s (GOP/s for int8)")
+    typer.echo(f"{'batch':>6} {'torch eager':>12} {'onnx fp32':>10} {'onnx int8':>10} {'fp32/eager':>11} "
+               f"{'int8/eager':>11} {'int8/fp32':>10} {'GFLOP/s eager':>14} {'fp32':>7} {'int8':>7}")
     for r in rows:
         typer.echo(f"{r['batch']:>6} {r['torch_eager']:>12.0f} {r['onnx_fp32']:>10.0f} {r['onnx_int8']:>10.0f} "
-                   f"{r['fp32_vs_eager']:>10.2f}x {r['int8_vs_eager']:>10.2f}x")
+                   f"{r['fp32_vs_eager']:>10.2f}x {r['int8_vs_eager']:>10.2f}x {r['int8_vs_fp32']:>9.2f}x "
+                   f"{r['torch_eager_gflops']:>14.1f} {r['onnx_fp32_gflops']:>7.1f} {r['onnx_int8_gflops']:>7.1f}")
 
 
 @bench_app.command("decode")
