@@ -225,7 +225,7 @@ class TrainParams:
     ema_decay: float = 0.999
     patience: Optional[int] = None       # early stopping: epochs without a better validation score
     grad_clip: Optional[float] = None    # max gradient norm
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: fp16/bf16 autocast on CUDA, off on CPU
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16
     channels_last: bool = True
     compile: bool = False                # torch.compile (opt-in)
     deterministic: bool = False          # torch.use_deterministic_algorithms

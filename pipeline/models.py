@@ -74,6 +74,107 @@ class SmallImageCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def _frozen_scale_bn(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with its scale fixed at 1 (airbench): only the shift learns, and the scale a BN applies,
+    1/sqrt(var + eps), stays positive, so at inference it folds into a conv even across a max-pool."""
+    bn = nn.BatchNorm2d(channels)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+@torch.no_grad()
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv computing bn(conv(x)) in eval mode (running statistics)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+class AirBlock(nn.Module):
+    """airbench's block: conv3x3 -> 2x2 max-pool -> BN -> act -> conv3x3 -> BN -> act. Pooling right
+    after the first conv runs the second conv and both BNs at a quarter of the pixels."""
+
+    def __init__(self, cin: int, cout: int, act: type[nn.Module]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1, self.act1 = _frozen_scale_bn(cout), act()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2, self.act2 = _frozen_scale_bn(cout), act()
+        self.fused = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:  # BNs folded into the convs; act before pool (equal for ReLU): conv+ReLU, then pool
+            return self.act2(self.conv2(self.pool(self.act1(self.conv1(x)))))
+        x = self.act1(self.bn1(self.pool(self.conv1(x))))
+        return self.act2(self.bn2(self.conv2(x)))
+
+    def fuse_(self) -> None:
+        """Fold both BNs into the convs for inference. bn1 sits after the max-pool; it commutes with it
+        because its per-channel scale is positive (checked)."""
+        if self.fused:
+            return
+        if not bool(((self.bn1.weight / torch.sqrt(self.bn1.running_var + self.bn1.eps)) > 0).all()):
+            return
+        self.conv1, self.conv2 = fold_bn(self.conv1, self.bn1), fold_bn(self.conv2, self.bn2)
+        self.bn1, self.bn2 = nn.Identity(), nn.Identity()
+        self.fused = isinstance(self.act1, nn.ReLU)
+        if not self.fused:  # act does not commute with max: keep conv -> pool -> act
+            self.forward = lambda x: self.act2(self.conv2(self.act1(self.pool(self.conv1(x)))))  # type: ignore[method-assign]
+
+
+_ACTS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class AirNet(nn.Module):
+    """A BN'd VGG-like net after airbench (Keller Jordan's CIFAR-10 speed records), for 28-32 px:
+    a 3x3 stem at full resolution, then blocks that pool right after their first conv, so only
+    two convs run at full resolution; BN scales frozen at 1; global max-pool; dropout; linear head."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128), stem: int = 16, act: str = "relu",
+                 num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
+                 global_pool: str = "max", **_: Any) -> None:
+        super().__init__()
+        if act not in _ACTS:
+            raise UserError(f"train.model_kwargs.act: must be one of {', '.join(_ACTS)}, got {act!r}")
+        self.stem = nn.Conv2d(in_chans, stem, 3, padding=1, bias=False)
+        self.stem_bn, self.stem_act = _frozen_scale_bn(stem), _ACTS[act]()
+        blocks, cin = [], stem
+        for w in widths:
+            blocks.append(AirBlock(cin, w, _ACTS[act]))
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.num_features = cin
+        self.num_classes = num_classes
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem_act(self.stem_bn(self.stem(x))))
+        return self.fc(self.head_drop(self.global_pool(x)))
+
+    def fuse_(self) -> None:
+        """Inference form: every BN folded into its conv (fewer ops; int8 graphs stay int8 end to end)."""
+        if not isinstance(self.stem_bn, nn.Identity):
+            self.stem, self.stem_bn = fold_bn(self.stem, self.stem_bn), nn.Identity()
+        for block in self.blocks:
+            block.fuse_()
+
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """Fold BNs into convs where the network knows how (`fuse_`); eval mode only."""
+    net = getattr(model, "net", model)
+    if hasattr(net, "fuse_"):
+        model.eval()
+        net.fuse_()
+    return model
+
+
 class MLP(nn.Module):
     """Flatten -> (Linear-BN-ReLU-Dropout) x len(hidden) -> Linear. `hidden=()` is logistic regression."""
 
@@ -158,6 +259,12 @@ def foldwise_cnn(pretrained: bool = False, **kwargs: Any) -> SmallImageCNN:
 def foldwise_cnn_l(pretrained: bool = False, **kwargs: Any) -> SmallImageCNN:
     """~1.15M params: widths 64-128-256, depths 2-2-2. For GPUs or long CPU runs."""
     return SmallImageCNN(**{"widths": (64, 128, 256), "depths": (2, 2, 2), **_no_pretrained("foldwise_cnn_l", pretrained, kwargs)})
+
+
+@register_model
+def foldwise_air(pretrained: bool = False, **kwargs: Any) -> AirNet:
+    """airbench-style net, ~32 MFLOPs per 28 px image: stem 16, blocks 32-64-128, ReLU, max-pool head."""
+    return AirNet(**_no_pretrained("foldwise_air", pretrained, kwargs))
 
 
 @register_model

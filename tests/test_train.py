@@ -140,3 +140,64 @@ def test_pretrained_without_hub_access_is_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert re.search(r"train\.pretrained: could not load pretrained weights for 'resnet18'.*set pretrained: false",
                      out.stdout), out.stdout
+
+
+def test_bf16_kill_and_resume_is_bit_identical(prepared_project: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    """bf16 autocast (forced: on a CPU without native bf16 it is emulated), deterministic, the airbench-style
+    net: a `foldwise train` process SIGKILLed after an epoch, resumed, ends with the weights of an
+    uninterrupted run."""
+    from pipeline.config import TrainParams, build
+    from pipeline.train import run
+
+    train = {**TINY, "epochs": 5, "amp": "bf16", "model": "foldwise_air",
+             "model_kwargs": {"stem": 4, "widths": [8, 8, 8]}}
+    project = tmp_path / "bf16"
+    (project / "data").mkdir(parents=True)
+    (project / "data/prepared").symlink_to(prepared_project / "data/prepared")
+    (project / "params.yaml").write_text(yaml.safe_dump({"train": train}, sort_keys=False))
+    ckpt = project / "models/checkpoints/fold0/last.pt"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(BIN / "foldwise"), "train", "--fold", "0"], cwd=project, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _load(ckpt)["epoch"]
+    assert 1 <= killed_at < train["epochs"], f"killed after epoch {killed_at}: not mid-fold"
+
+    monkeypatch.chdir(project)
+    params = build(TrainParams, train, "train")
+    caplog.set_level("INFO", logger="pipeline.train")
+    run(params, fold=0, seed=3)  # resumes from the killed process's checkpoint
+    assert f"resuming from models/checkpoints/fold0/last.pt after epoch {killed_at}" in caplog.text
+    run(params, fold=0, seed=3, models=tmp_path / "m", checkpoints=tmp_path / "c", curves_dir=tmp_path / "v")
+    resumed, fresh = _load(project / "models/folds/fold0/model.pt"), _load(tmp_path / "m/fold0/model.pt")
+    assert fresh["epoch"] == resumed["epoch"]
+    for key, value in fresh["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert np.array_equal(np.load(project / "models/folds/fold0/oof_probs.npy"), np.load(tmp_path / "m/fold0/oof_probs.npy"))
+    config = json.loads((project / "models/folds/fold0/config.json").read_text())
+    assert config["precision"].startswith("bf16 autocast (train.amp: bf16") and config["cpu"]
+
+
+def test_air_net_folds_its_batch_norms_for_inference_without_changing_outputs() -> None:
+    """BN after the max-pool folds into the conv before it (its scale is frozen positive); ReLU moves before
+    the pool. The inference form has no BatchNorm left and gives the same logits."""
+    from pipeline.models import create_classifier, fuse_for_inference
+
+    torch.manual_seed(0)
+    model = create_classifier("foldwise_air", 10, 1, 28, [0.286], [0.353], model_kwargs={"widths": [8, 16, 16]})
+    model.train()
+    for _ in range(3):  # non-trivial running statistics
+        model(torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8))
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        torch.nn.init.normal_(bn.bias)
+    model.eval()
+    x = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        before = model(x)
+        after = fuse_for_inference(model)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
