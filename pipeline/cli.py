@@ -167,7 +167,8 @@ def export() -> None:
 
 @app.command()
 def predict(
-    model: Path = typer.Option(..., "--model", "-m", help="ONNX ensemble written by `foldwise export`."),
+    model: Path = typer.Option(..., "--model", "-m", help="ONNX ensemble written by `foldwise export`, or "
+                               "models/export.json: the fastest graph within export.predict_tolerance OOF of fp32."),
     input: Path = typer.Option(..., "--input", "-i", help="Pixel CSV (id + pixel columns) or uint8 .npy [N,H,W(,C)]."),
     output: Path = typer.Option(..., "--output", "-o", help="CSV to write: id,label."),
     ids: Optional[Path] = typer.Option(None, help="For .npy input: CSV whose id column names the rows."),
@@ -194,6 +195,7 @@ def predict(
 
     Examples:
       foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
+      foldwise predict --model models/export.json --input test.csv --output preds.csv   (export's choice of graph)
       foldwise predict --ray --model models/ensemble.onnx --input 'test/*.csv' --output preds.csv
     """
     from pipeline.config import PredictParams, build, load_section
@@ -217,7 +219,7 @@ def predict(
                           chunk_rows=chunk_rows, require_gpu=require_gpu)
     resumed = f" (resumed after {result.resumed_rows})" if result.resumed_rows else ""
     typer.echo(f"wrote {output}: {result.rows} rows{resumed}, {result.images_per_second:.0f} images/s "
-               f"on {result.provider}")
+               f"on {result.provider}" + (f" with {result.model} ({result.why})" if result.why else ""))
 
 
 def _predict_ray(model: Path, input_spec: str, output: Path, ids: Optional[Path], sample: Optional[Path],

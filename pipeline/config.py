@@ -312,9 +312,13 @@ class ExportParams:
     atol: float = 1e-5
     eval_rows: int = 5000      # OOF images scoring each exported variant
     calibration_rows: int = 512
+    predict_tolerance: float = 0.001  # predict uses the fastest graph whose OOF accuracy is this close to fp32's
+    speed_batch: int = 512     # batch for timing each graph (side by side)
 
     def validate(self, err) -> None:
-        for name in ("parity_rows", "eval_rows", "calibration_rows"):
+        if not 0 <= self.predict_tolerance < 1:
+            raise err(f"must be in [0, 1), got {self.predict_tolerance}", "predict_tolerance")
+        for name in ("parity_rows", "eval_rows", "calibration_rows", "speed_batch"):
             if getattr(self, name) < 1:
                 raise err(f"must be at least 1, got {getattr(self, name)}", name)
         if self.max_abs_diff <= 0:

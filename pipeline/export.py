@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from pipeline.config import ExportParams, load_section, params_hash
 from pipeline.metrics import Metric, from_meta
+from pipeline.models import fuse_for_inference
 from pipeline.train import load_fold_model
 from pipeline.tta import VIEWS
 from serve.atomic import atomic_path, write_json
@@ -79,7 +80,7 @@ class EnsembleModel(nn.Module):
 
 def load_ensemble(ensemble_json: Path) -> tuple[EnsembleModel, dict]:
     spec = json.loads(ensemble_json.read_text())
-    members = [load_fold_model(Path(d) / "model.pt")[0] for d in spec["fold_dirs"]]
+    members = [fuse_for_inference(load_fold_model(Path(d) / "model.pt")[0]) for d in spec["fold_dirs"]]
     model = EnsembleModel(members, spec["views"], spec["view_weights"], spec["fold_weights"], spec["combine"])
     return model.eval(), spec
 
@@ -158,7 +159,24 @@ class _Calibration:
         return next(self.batches, None)
 
 
+# Quantised op types. Relu and MaxPool matter as much as Conv: with Conv alone every conv output
+# went QLinearConv -> DequantizeLinear -> (float Relu, MaxPool) -> QuantizeLinear, and those
+# conversions took ~23% of the int8 graph's time. With Relu quantised, onnxruntime drops it (the
+# conv's output range starts at 0) and MaxPool runs on uint8, so the chain stays int8 (NHWC) from
+# the first conv to the head. The TTA flip and the uint8 -> float normalisation sit before the first
+# QuantizeLinear, on the uint8 input, and cost < 1% (measured; folding them into the first conv's
+# input quantisation gained nothing).
+INT8_OP_TYPES = ["Conv", "MatMul", "Gemm", "Relu", "MaxPool"]
+
+
 def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    """Static QDQ quantisation: uint8 activations, int8 per-channel weights with 7-bit range.
+
+    reduce_range stays on: on CPUs without VNNI (AVX2 only) onnxruntime's u8s8 kernels use
+    vpmaddubsw, whose 16-bit sums saturate with full 8-bit weights (measured here: argmax agreement
+    with FP32 fell to 87.5%); with VNNI the 7-bit weights cost no speed. QDQ and QOperator formats
+    run the same fused kernels after onnxruntime's graph optimisation (measured equal).
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
     from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
 
@@ -166,8 +184,50 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     quantize_static(str(pre), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=True, op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+                    reduce_range=True, op_types_to_quantize=INT8_OP_TYPES)
     pre.unlink()
+
+
+def measure_speed(paths: dict[str, Path], images_nchw: np.ndarray, batch: int, rounds: int = 3,
+                  min_seconds: float = 0.4) -> dict:
+    """images/s of each graph with serve's engine (its provider and threads), on the same batches,
+    interleaved rounds with alternating order (median), so load drift hits every graph alike."""
+    from serve.engine import Engine  # noqa: PLC0415
+
+    engines = {name: Engine(path, provider="auto") for name, path in paths.items()}
+    x = images_nchw[:batch]
+    rates: dict[str, list[float]] = {name: [] for name in engines}
+    for engine in engines.values():
+        engine.predict(x)  # warm-up
+    for r in range(rounds):
+        for name, engine in (list(engines.items()) if r % 2 == 0 else list(engines.items())[::-1]):
+            done, t0 = 0, time.perf_counter()
+            while done == 0 or time.perf_counter() - t0 < min_seconds:
+                engine.predict(x)
+                done += len(x)
+            rates[name].append(done / (time.perf_counter() - t0))
+    speed = {name: round(float(np.median(v)), 1) for name, v in rates.items()}
+    providers = {engine.provider for engine in engines.values()}
+    return {"provider": providers.pop() if len(providers) == 1 else "mixed", "batch": int(len(x)),
+            "images_per_second": speed,
+            "vs_fp32": {name: round(v / speed["fp32"], 3) for name, v in speed.items()}}
+
+
+def choose_predict_graph(report: dict, tolerance: float) -> dict:
+    """The fastest graph whose OOF score is within `tolerance` of FP32's in the metric's direction
+    (FP32 itself always qualifies)."""
+    from pipeline.kaggle.graph import loss_vs_fp32  # noqa: PLC0415
+
+    speed = report["speed"]["images_per_second"]
+    loss = {g: loss_vs_fp32(report, g) for g in speed}
+    ok = [g for g in speed if g == "fp32" or (loss[g] is not None and loss[g] <= tolerance + 1e-12)]
+    best = max(ok, key=lambda g: speed[g])
+    left_out = [f"{g} (OOF {-100 * loss[g]:+.2f} pts)" for g in speed if g not in ok and loss[g] is not None]
+    reason = (f"fastest graph within {100 * tolerance:.2f} pt OOF of fp32 on {report['speed']['provider']}: "
+              f"{speed[best]:.0f} images/s ({report['speed']['vs_fp32'][best]:.2f}x fp32), "
+              f"OOF {-100 * (loss[best] or 0.0):+.2f} pts") + (f"; too inaccurate: {', '.join(left_out)}" if left_out else "")
+    return {"graph": best, "file": f"ensemble{'' if best == 'fp32' else '_' + best}.onnx",
+            "provider": report["speed"]["provider"], "tolerance": tolerance, "reason": reason}
 
 
 def to_fp16(src: Path, dst: Path) -> None:
@@ -251,6 +311,10 @@ def run(params: ExportParams, prepared: Path = PREPARED, ensemble_json: Path = P
         to_fp16(fp32, fp16)
         _stamp(fp16, {**metadata, "precision": "fp16"})
         report["fp16"] = score_variant(fp16, *scored)
+        report["speed"] = measure_speed({"fp32": fp32, **{g: p for g, p in (("int8", int8), ("fp16", fp16))
+                                                            if report[g].get("checked")}},
+                                        x_eval, params.speed_batch)
+        report["predict_graph"] = choose_predict_graph(report, params.predict_tolerance)
         outputs = {fp32: out_dir / "ensemble.onnx", int8: out_dir / "ensemble_int8.onnx",
                    fp16: out_dir / "ensemble_fp16.onnx"}
         for src, dst in outputs.items():
@@ -262,6 +326,7 @@ def run(params: ExportParams, prepared: Path = PREPARED, ensemble_json: Path = P
                  "fp32 %.4f%s", len(spec["folds"]), len(spec["views"]), report["parity"]["max_abs_diff"],
                  report["parity"]["rows"], metric.name, report["fp32"]["oof_score"],
                  f", int8 {report['int8'].get('oof_score', float('nan')):.4f}")
+    _logger.info("predict will use %s: %s", report["predict_graph"]["file"], report["predict_graph"]["reason"])
     return report
 
 

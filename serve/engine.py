@@ -69,6 +69,29 @@ def choose_providers(request: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def resolve_model(path: Path, provider: str = "auto") -> tuple[Path, str | None]:
+    """An .onnx path as given; for export's report (`models/export.json`), the graph it chose for
+    predict (the fastest within its OOF tolerance of fp32) with the reason, or fp32 when this run's
+    execution provider is not the one export timed the graphs on."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return path, None
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (run the export stage first)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    choice = report.get("predict_graph") if isinstance(report, dict) else None
+    if not isinstance(choice, dict) or not isinstance(choice.get("file"), str) or "/" in choice["file"]:
+        raise UserError(f"{path}: no predict_graph entry (write it with `foldwise export`, or pass an .onnx file)")
+    actual = choose_providers(provider)[0]
+    if choice.get("provider") != actual:
+        return path.parent / "ensemble.onnx", (f"fp32 graph: export timed the graphs on {choice.get('provider')}, "
+                                               f"this run uses {actual}")
+    return path.parent / choice["file"], f"{choice.get('graph')} graph: {choice.get('reason')}"
+
+
 class Engine:
     """An onnxruntime session over one foldwise ensemble model."""
 

@@ -1,7 +1,7 @@
 """Predict labels for a held-out set with an ONNX ensemble: streaming, overlapped, resumable.
 
     foldwise predict --model models/ensemble.onnx --input test.csv --output preds.csv
-    foldwise predict --model models/ensemble.onnx --input data/prepared/test_images.npy \\
+    foldwise predict --model models/export.json --input data/prepared/test_images.npy \\
         --ids data/prepared/test_ids.csv --sample data/prepared/sample_submission.csv \\
         --output submissions/submission.csv
 
@@ -11,7 +11,9 @@ however large the set. Each finished chunk is appended to `<output>.partial` and
 `<output>.partial.json`; a killed run started again with the same input, model and chunk size
 continues after the last finished chunk, and the final file is byte-identical to an
 uninterrupted run's. With `--sample`, rows follow the sample submission's id order and the file
-is checked against it (columns, ids, classes) before it replaces the output.
+is checked against it (columns, ids, classes) before it replaces the output. `--model
+models/export.json` runs the graph export chose: the fastest whose OOF accuracy is within
+`export.predict_tolerance` of FP32 (e.g. INT8), and says which and why.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 from serve.atomic import atomic_path, sha256_file, write_json
 from serve.csvfiles import read_csv_strings
-from serve.engine import Engine, ModelInfo
+from serve.engine import Engine, ModelInfo, resolve_model
 from serve.errors import UserError
 from serve.paths import refuse_overwrite
 from serve.readers import Chunk, ImageFolderReader, NpyReader, PixelCsvReader
@@ -63,6 +65,8 @@ class PredictResult:
     images_per_second: float
     provider: str
     resumed_rows: int
+    model: str = ""
+    why: str | None = None  # why this graph (when --model named export's report)
 
 
 def open_reader(engine: "Predictor", input_path: Path, ids_path: Path | None = None):
@@ -188,6 +192,11 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     refuse_overwrite({"--output": output, "--probs": probs_output},
                      {"--input": input_path, "--ids": ids_path, "--sample": sample, "--model": model},
                      partial_suffixes=PARTIAL_SUFFIXES)
+    model, why = resolve_model(model, provider)
+    if why:
+        _logger.info("predict with %s (%s)", model, why)
+        refuse_overwrite({"--output": output, "--probs": probs_output}, {"--model": model},
+                         partial_suffixes=PARTIAL_SUFFIXES)
     if engine is None:
         engine = Engine(model, provider=provider, threads=threads, require_gpu=require_gpu)
     info = engine.info
@@ -259,7 +268,7 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     speed = (rows - done_rows) / max(seconds, 1e-9)
     _logger.info("%d rows -> %s (%.0f images/s on %s)", rows, output, speed, engine.provider)
     return PredictResult(rows=rows, seconds=seconds, images_per_second=speed, provider=engine.provider,
-                         resumed_rows=done_rows)
+                         resumed_rows=done_rows, model=str(model), why=why)
 
 
 def output_headers(info: ModelInfo, with_probs: bool) -> list[bytes]:

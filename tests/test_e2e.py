@@ -62,11 +62,13 @@ def repro(tmp_path_factory, real_slice):
 
 
 def test_repro_writes_a_valid_submission(repro) -> None:
-    project, _, frames = repro
+    project, result, frames = repro
     sub = pd.read_csv(project / "submissions/submission.csv", dtype=str)
     assert list(sub.columns) == ["id", "label"]
     assert sub["id"].tolist() == frames["sample_submission.csv"]["id"].tolist()
     assert set(sub["label"]) <= {str(i) for i in range(10)}
+    chosen = json.loads((project / "models/export.json").read_text())["predict_graph"]
+    assert f"with models/{chosen['file']} ({chosen['graph']} graph: " in result.stdout  # predict says which
 
 
 def test_repro_writes_metrics_and_a_parity_checked_onnx(repro) -> None:
@@ -78,6 +80,12 @@ def test_repro_writes_metrics_and_a_parity_checked_onnx(repro) -> None:
     export = json.loads((project / "models/export.json").read_text())
     assert export["parity"]["passed"] and export["parity"]["rows"] == 64
     assert export["parity"]["max_abs_diff"] <= 1e-3
+    # predict runs the fastest graph within the OOF tolerance of fp32, timed side by side at export
+    choice, speed = export["predict_graph"], export["speed"]
+    assert {"fp32", "int8"} <= set(speed["images_per_second"]) and choice["graph"] in speed["images_per_second"]
+    assert choice["graph"] == "fp32" or export[choice["graph"]]["oof_accuracy_delta"] >= -choice["tolerance"]
+    assert all(speed["images_per_second"][choice["graph"]] >= v for g, v in speed["images_per_second"].items()
+               if g == "fp32" or export[g]["oof_accuracy_delta"] >= -choice["tolerance"])
     for k in (0, 1):
         fold = project / f"models/folds/fold{k}"
         assert {"model.pt", "oof_probs.npy", "oof_rows.npy", "metrics.json", "config.json"} <= {
