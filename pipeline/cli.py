@@ -306,13 +306,15 @@ def submit(dry_run: bool = typer.Option(False, "--dry-run", help="Validate and l
 @app.command()
 def submissions(competition: Optional[str] = typer.Option(None, help="Kaggle slug (default: submit.competition "
                                                                          "or the slug the data came from)."),
-                history: Path = typer.Option(Path("submissions/history.json"), help="Local file hash -> OOF record.")) -> None:
-    """The competition's submissions with their public scores beside each file's local OOF accuracy.
+                history: Path = typer.Option(Path("submissions/history.json"), help="Local file hash -> OOF record."),
+                public_rows: Optional[int] = typer.Option(None, help="Test rows behind the public score, for its 95% "
+                                                                      "CI (default: submit.public_rows).")) -> None:
+    """The competition's submissions: public score, its 95% CI and each file's local OOF accuracy side by side.
 
     Example: foldwise submissions --competition fashion-mnist
     """
     from pipeline.leaderboard import main as run_table
-    run_table(competition, history)
+    run_table(competition, history, public_rows)
 
 
 @app.command()

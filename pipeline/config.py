@@ -349,6 +349,7 @@ class SubmitParams:
     dry_run: bool = False              # validate and check for duplicates, upload nothing
     poll_timeout: float = 900.0        # seconds to wait for Kaggle's score
     poll_interval: float = 5.0         # first wait between polls (doubles, at most 60 s)
+    public_rows: Optional[int] = None  # test rows behind the public score (its 95% CI); null: unknown
     # mode: code
     dataset: Optional[str] = None      # owner/slug of the model dataset (default: <username>/<competition>-foldwise)
     kernel: Optional[str] = None       # owner/slug of the notebook (default: <username>/<competition>-foldwise-infer)
@@ -361,6 +362,8 @@ class SubmitParams:
     kernel_timeout: float = 7200.0     # seconds to wait for the notebook's run on Kaggle
 
     def validate(self, err) -> None:
+        if self.public_rows is not None and self.public_rows < 1:
+            raise err(f"must be at least 1 (or null), got {self.public_rows}", "public_rows")
         if self.poll_timeout < 0:
             raise err(f"must be >= 0, got {self.poll_timeout}", "poll_timeout")
         if self.poll_interval <= 0:

@@ -7,7 +7,9 @@ code submission); the local record `submissions/history.json` (written by `foldw
 `foldwise kaggle push`) maps that hash to the OOF score, params hash and commit that produced it.
 The `kind` column says which: `file` (a CSV upload) or `code` (a notebook Kaggle re-ran).
 Messages that carry `oof 0.93120` are read too, so the table works on another machine. Rows are
-newest first, as Kaggle lists them.
+newest first, as Kaggle lists them. Beside each public accuracy: its binomial (Wilson) 95% interval
+on `submit.public_rows` rows (or `--public-rows`) and whether the OOF accuracy lies inside it (then
+the public/OOF gap is noise); other metrics get no interval (it is for a proportion of right rows).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import logging
 import re
 from pathlib import Path
 
+from pipeline.confidence import wilson
 from pipeline.config import SubmitParams, load_section
 from pipeline.kaggle.client import api
 from pipeline.submit import TAG, list_submissions
@@ -46,6 +49,7 @@ def table_rows(submissions: list[dict], history: dict[str, dict]) -> list[dict]:
             oof = float(m.group(1))
         kind = local.get("kind") or ("code" if sub["description"].startswith("foldwise code ") else "file")
         rows.append({**sub, "sha256": tag.group(1) if tag else None, "oof_accuracy": oof, "kind": kind,
+                     "metric": local.get("metric", "accuracy"),
                      "params_hash": local.get("params_hash"), "commit": local.get("commit")})
     return rows
 
@@ -62,21 +66,43 @@ def resolve_competition(competition: str | None) -> str:
     raise UserError("no competition: pass --competition SLUG (or set submit.competition in params.yaml)")
 
 
-def main(competition: str | None, history_path: Path) -> list[dict]:
+def public_interval(score: float | None, n: int | None, oof: float | None) -> tuple[str, str]:
+    """(the public score's 95% Wilson interval, whether the OOF accuracy lies inside it) as table cells."""
+    if score is None or not n:
+        return ("" if score is None else "n unknown"), ""
+    lo, hi = wilson(score, n)
+    inside = "" if oof is None else ("inside: noise" if lo <= oof <= hi else "outside")
+    return f"{lo:.4f}-{hi:.4f}", inside
+
+
+def _public_rows(public_rows: int | None) -> int | None:
+    if public_rows is not None or not Path("params.yaml").exists():
+        return public_rows
+    return load_section("submit", SubmitParams).public_rows
+
+
+def main(competition: str | None, history_path: Path, public_rows: int | None = None) -> list[dict]:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     slug = resolve_competition(competition)
+    n_public = _public_rows(public_rows)
     rows = table_rows(list_submissions(api(), slug), load_history(history_path))
-    table = Table(title=f"Kaggle submissions to '{slug}' (newest first)")
+    table = Table(title=f"Kaggle submissions to '{slug}' (newest first); public 95% CI on "
+                        f"{n_public or 'an unknown number of'} rows")
     for col, justify in (("ref", "right"), ("kind", "left"), ("date", "left"), ("status", "left"), ("public", "right"),
-                         ("private", "right"), ("OOF (CV)", "right"), ("file sha256", "left"), ("message", "left")):
+                         ("public 95% CI", "right"), ("OOF (CV)", "right"), ("OOF vs CI", "left"),
+                         ("private", "right"), ("file sha256", "left"), ("message", "left")):
         table.add_column(col, justify=justify)
     fmt = lambda v: "" if v is None else f"{v:.5f}"  # noqa: E731
     for r in rows:
+        accuracy = r.get("metric", "accuracy") == "accuracy"
+        r["public_ci"], r["oof_vs_ci"] = (public_interval(r["public_score"], n_public, r["oof_accuracy"])
+                                          if accuracy else ("", ""))
         table.add_row(str(r["ref"]), r["kind"], (r["date"] or "")[:19], r["status"], fmt(r["public_score"]),
-                      fmt(r["private_score"]), fmt(r["oof_accuracy"]), r["sha256"] or "", r["description"][:60])
-    Console(width=160).print(table)
+                      r["public_ci"], fmt(r["oof_accuracy"]), r["oof_vs_ci"], fmt(r["private_score"]),
+                      r["sha256"] or "", r["description"][:48])
+    Console(width=190).print(table)
     if not rows:
         print(f"no submissions to '{slug}' yet")
     return rows

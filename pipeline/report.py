@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.confidence import compare_to_oof, oof_vs_public_rows
 from pipeline.config import ReportParams, load_section, read_params
 from pipeline.ensemble import combine, softmax
 from serve.atomic import atomic_path, write_text
@@ -310,11 +311,14 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
     receipt = _read_json(receipt_path)
     if receipt:
         if receipt.get("public_score") is not None:
-            kpis.append(("Kaggle public score", f"{receipt['public_score']:.5f}"))
+            kpis.append(("Kaggle public score", f"{receipt['public_score']:.5f} " + (
+                f"({compare_to_oof(receipt['public_score'], receipt.get('public_rows'), metrics['oof_accuracy'])})"
+                if metric == "accuracy" else f"(OOF {metric} {metrics['oof_score']:.4f})")))
         if receipt.get("local_score"):
             local = receipt["local_score"]
-            kpis.append((f"local {local.get('metric', 'accuracy')} (solution file)",
-                         f"{local.get('score', local.get('accuracy')):.4f}"))
+            value = local.get("score", local.get("accuracy"))
+            kpis.append((f"local {local.get('metric', 'accuracy')} (solution file)", f"{value:.4f}" + (
+                f" ({compare_to_oof(value, local.get('rows'), metrics['oof_accuracy'])})" if metric == "accuracy" else "")))
     cand_df = pd.DataFrame([{"candidate": n, **({f"OOF {metric}": v["score"]} if metric not in ("accuracy", "log_loss")
                                                 else {}), "OOF accuracy": v["accuracy"], "OOF log-loss": v["logloss"],
                              "chosen": "✔" if n == metrics["method"] else ""} for n, v in cands.items()])
@@ -369,6 +373,15 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
                                   f"of {receipt['local_score']['solution']}"
         sections.append("<h2>Submission</h2>" + _table(pd.DataFrame({"": list(keep), "value": [str(v) for v in keep.values()]}),
                                                        "submission"))
+        scored = [(name, v, n) for name, v, n in (
+            ("Kaggle public score", receipt.get("public_score"), receipt.get("public_rows")),
+            ("local score (solution file)", (receipt.get("local_score") or {}).get("accuracy"),
+             (receipt.get("local_score") or {}).get("rows"))) if v is not None]
+        if scored and metric == "accuracy":  # the binomial interval is for a proportion of right rows
+            sections.append("<h2>OOF against the public score</h2><p class=muted>binomial (Wilson) 95% intervals: a "
+                            "public gain inside the interval is noise; choose by OOF</p>"
+                            + _table(pd.DataFrame(oof_vs_public_rows(metrics["oof_accuracy"], len(rows), scored)),
+                                     "oof-vs-public"))
     history = _read_json(history_path) or {}
     if plot_cv_vs_lb(history, out / "cv_vs_lb.png", params.dpi):
         sections.append("<h2>CV against LB</h2>" + _img(out / "cv_vs_lb.png", "CV against LB"))

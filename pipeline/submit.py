@@ -152,7 +152,7 @@ def run(params: SubmitParams, submission: Path = SUBMISSION, receipt: Path = REC
     record: dict[str, Any] = {
         "file": str(submission), "sha256": digest, "competition": competition, "message": message,
         "metric": metric, "oof_score": oof, "oof_accuracy": oof_accuracy, "params_hash": phash,
-        "commit": git_commit(), "dry_run": params.dry_run,
+        "commit": git_commit(), "dry_run": params.dry_run, "public_rows": params.public_rows,
         "uploaded": False, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     local = None
     if source.get("solution") and Path(source["solution"]).is_file():

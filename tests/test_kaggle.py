@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import EMBEDDED, ROOT, assert_one_line_error, run_cli, write_zip
+from pipeline.confidence import wilson
 from kaggle_emulator import KaggleEmulator, kaggle_emulator  # noqa: F401  (the fixture)
 from test_e2e import dvc, make_project
 
@@ -65,7 +66,7 @@ def kaggle_project(tmp_path_factory, real_slice):
     solution = _solution(real_slice, base / "solution.csv")
     project = make_project(base / "project", zip_path,
                            download={"source": "kaggle", "competition": SLUG},
-                           submit={"enabled": True, "poll_interval": 0.2, "poll_timeout": 60})
+                           submit={"enabled": True, "poll_interval": 0.2, "poll_timeout": 60, "public_rows": 45})
     return project, zip_path, solution
 
 
@@ -106,6 +107,10 @@ def test_repro_downloads_trains_submits_and_records_the_public_score(kaggle_proj
     table = run_cli("submissions", "--competition", SLUG, cwd=project, env=env)
     assert table.returncode == 0, table.stderr
     assert str(receipt["ref"]) in table.stdout and f"{receipt['oof_accuracy']:.5f}" in table.stdout
+    lo, hi = wilson(receipt["public_score"], 45)  # the public score's binomial 95% interval beside it
+    assert f"{lo:.4f}-{hi:.4f}" in table.stdout and "public 95% CI on 45 rows" in table.stdout
+    page = (project / "reports/index.html").read_text()
+    assert 'id="oof-vs-public"' in page and f"{lo:.4f}-{hi:.4f}" in page
     _no_key(kaggle_emulator, dry.stdout, dry.stderr, table.stdout, table.stderr)
 
 

@@ -76,3 +76,16 @@ def test_score_errors_are_one_line_with_nonzero_exit(tmp_path: Path, text: str, 
 def test_score_of_a_missing_file_names_it(tmp_path: Path) -> None:
     result = run_cli("score", str(tmp_path / "nope.csv"), str(EMBEDDED / "public_solution.csv"))
     assert_one_line_error(result, "nope.csv: file not found")
+
+
+def test_a_public_score_comes_with_its_binomial_interval() -> None:
+    """Wilson 95% interval: textbook values; 3,000 public rows carry about ±0.9 points at 93%."""
+    from pipeline.confidence import compare_to_oof, wilson
+
+    lo, hi = wilson(0.5, 100)
+    assert round(lo, 4) == 0.4038 and round(hi, 4) == 0.5962
+    lo, hi = wilson(0.9313, 3000)
+    assert 0.0089 < (hi - lo) / 2 < 0.0093
+    assert compare_to_oof(0.9313, 3000, 0.9259).endswith("OOF 0.9259 is inside it: the gap is noise")
+    assert compare_to_oof(0.9313, 3000, 0.9100).endswith("OOF 0.9100 is outside it")
+    assert "n unknown" in compare_to_oof(0.9313, None, 0.9259)
