@@ -62,7 +62,7 @@ def train_flops_per_image(setup: TrainingSetup, x: torch.Tensor, y: torch.Tensor
     if setup.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with FlopCounterMode(display=False) as counter:
-        logits = model(x)
+        model(x)
     forward = counter.get_total_flops()
     with FlopCounterMode(display=False) as counter:
         loss = nn.functional.cross_entropy(model(x), y[:16].to(device))

@@ -1,4 +1,4 @@
-"""What this CPU can do natively: bf16 math for training, int8 dot products (VNNI) for inference.
+"""The device and precision a run uses, and what this CPU can do natively: bf16 math for training, int8 dot products (VNNI) for inference.
 
     from pipeline.hardware import cpu_precision
     cpu_precision()   # {'model': 'AMD EPYC', 'bf16': False, 'vnni': False, 'flags': [...], ...}
@@ -16,6 +16,10 @@ import functools
 import logging
 import platform
 from pathlib import Path
+
+import torch
+
+from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
 
@@ -64,3 +68,35 @@ def describe() -> str:
     bf16 = f"native bf16 ({', '.join(c['bf16_flags'])})" if c["bf16"] else "no native bf16"
     vnni = f"int8 VNNI ({', '.join(c['vnni_flags'])})" if c["vnni"] else "no VNNI"
     return f"{c['model']} [{', '.join(c['simd']) or c['machine']}; {bf16}; {vnni}]"
+
+
+def resolve_device(request: str) -> torch.device:
+    if request == "cuda" and not torch.cuda.is_available():
+        raise UserError("params.yaml: train.device: cuda requested but torch sees no CUDA GPU")
+    if request == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(request)
+
+
+def resolve_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None for float32, why): `auto` takes bf16 on a CPU only where it is native."""
+    if amp == "off":
+        return None, "fp32 (train.amp: off)"
+    if device.type == "cuda":
+        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16, "bf16 autocast (CUDA)"
+        return torch.float16, "fp16 autocast (CUDA)"
+    cpu = cpu_precision()
+    if amp == "fp16":
+        return None, "fp32 (train.amp: fp16 applies on CUDA only)"
+    if amp == "bf16":
+        native = (f"native: {', '.join(cpu['bf16_flags'])}" if cpu["bf16"]
+                  else "this CPU has no native bf16, so it is emulated and slower than fp32")
+        return torch.bfloat16, f"bf16 autocast (train.amp: bf16; {native})"
+    if cpu["bf16"]:
+        return torch.bfloat16, f"bf16 autocast (train.amp: auto; CPU has native bf16: {', '.join(cpu['bf16_flags'])})"
+    return None, "fp32 (train.amp: auto; CPU has no native bf16 (avx512_bf16/amx_bf16): bf16 would be emulated)"
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    return resolve_precision(amp, device)[0]

@@ -126,7 +126,7 @@ def summary(found: dict) -> list[str]:
     raw, t, spec = found["raw"], found["targets"], found["spec"]
     classes = ", ".join(t.classes[:8]) + (f", ... ({len(t.classes)} classes)" if len(t.classes) > 8 else "")
     lines = [f"layout        {found['layout']} ({found['why']})",
-             f"files         " + ", ".join(f"{k}={v}" for k, v in raw.found.items() if k not in ("id_column", "target_column")),
+             "files         " + ", ".join(f"{k}={v}" for k, v in raw.found.items() if k not in ("id_column", "target_column")),
              f"train         {found['n_train']} images, labels from {raw.labels_file}"
              + (f" column '{raw.labels_column}'" if raw.labels_column else " (class folders)"),
              f"classes       {classes}",

@@ -28,7 +28,7 @@ import pandas as pd
 
 from pipeline.confidence import compare_to_oof, oof_vs_public_rows
 from pipeline.config import ReportParams, load_section, read_params
-from pipeline.ensemble import combine, softmax
+from pipeline.ensemble import combine
 from serve.atomic import atomic_path, write_text
 from serve.errors import UserError
 
@@ -340,8 +340,8 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
                 "<h2>Confusion matrix (OOF)</h2>" + _img(out / "confusion.png", "confusion matrix"),
                 "<h3>Per class</h3>" + _table(per_class(conf, names), "per-class"),
                 "<h3>Most confused pairs</h3>" + _table(confused_pairs(conf, names), "confused-pairs"),
-                f"<h2>Misclassified OOF images</h2><p class=muted>most confident mistakes first: true → predicted, "
-                f"confidence</p>" + _img(out / "misclassified.png", "misclassified"),
+                "<h2>Misclassified OOF images</h2><p class=muted>most confident mistakes first: true → predicted, "
+                "confidence</p>" + _img(out / "misclassified.png", "misclassified"),
                 "<h2>Least confident correct OOF images</h2>" + _img(out / "least_confident_correct.png",
                                                                      "least confident correct")]
     export = _read_json(models / "export.json")

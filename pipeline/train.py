@@ -18,10 +18,7 @@ batch's augmentation from (seed, epoch, batch), whatever the number of workers.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import platform
@@ -29,20 +26,22 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline.augment import build_augment
 from pipeline.config import TrainParams, load_section, params_hash
+from pipeline.fold_data import (AugmentedBatches, EpochBatches, data_fingerprint, derive_seed, load_images,  # noqa: F401
+                                 load_prepared, seed_everything)
+from pipeline.hardware import autocast_dtype, resolve_device, resolve_precision  # noqa: F401
 from pipeline.metrics import from_meta as metric_of
 from pipeline.models import create_classifier
-from serve.atomic import atomic_path, sha256_file, write_json
+from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
@@ -50,94 +49,6 @@ PREPARED = Path("data/prepared")
 MODELS = Path("models/folds")
 CHECKPOINTS = Path("models/checkpoints")
 CURVES = Path("models/curves")
-MMAP_FRACTION = 0.25  # image arrays larger than this share of RAM are memory-mapped
-
-
-def derive_seed(*parts: int) -> int:
-    """A 31-bit seed from integers (stable across runs and platforms)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-class EpochBatches(Sampler):
-    """Yields (rows, batch_seed) per batch: a permutation seeded by (seed, epoch); `set_epoch` first."""
-
-    def __init__(self, rows: np.ndarray, batch_size: int, seed: int, drop_last: bool) -> None:
-        self.rows, self.batch_size, self.seed, self.drop_last, self.epoch = rows, batch_size, seed, drop_last, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = len(self.rows)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
-        order = np.random.default_rng(derive_seed(self.seed, self.epoch)).permutation(self.rows)
-        for b in range(len(self)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size], derive_seed(self.seed, self.epoch, b)
-
-
-class AugmentedBatches(Dataset):
-    """uint8 images `[N, H, W, C]` in memory -> a whole augmented batch (uint8 `[B, C, H, W]`, labels).
-
-    Taking whole batches lets workers (and the main process) seed the Albumentations pipeline once
-    per batch, so the result does not depend on which process made the batch.
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, item: tuple[np.ndarray, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, seed = item
-        batch = self.images[rows]
-        if self.transform is not None:
-            self.transform.set_random_seed(seed)
-            batch = np.stack([self.transform(image=img)["image"].reshape(img.shape) for img in batch])
-        return (torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))),
-                torch.from_numpy(self.labels[rows].astype(np.int64)))
-
-
-def resolve_device(request: str) -> torch.device:
-    if request == "cuda" and not torch.cuda.is_available():
-        raise UserError("params.yaml: train.device: cuda requested but torch sees no CUDA GPU")
-    if request == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(request)
-
-
-def resolve_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
-    """(autocast dtype or None for float32, why): `auto` takes bf16 on a CPU only where it is native."""
-    if amp == "off":
-        return None, "fp32 (train.amp: off)"
-    if device.type == "cuda":
-        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-            return torch.bfloat16, "bf16 autocast (CUDA)"
-        return torch.float16, "fp16 autocast (CUDA)"
-    from pipeline.hardware import cpu_precision  # noqa: PLC0415
-
-    cpu = cpu_precision()
-    if amp == "fp16":
-        return None, "fp32 (train.amp: fp16 applies on CUDA only)"
-    if amp == "bf16":
-        native = (f"native: {', '.join(cpu['bf16_flags'])}" if cpu["bf16"]
-                  else "this CPU has no native bf16, so it is emulated and slower than fp32")
-        return torch.bfloat16, f"bf16 autocast (train.amp: bf16; {native})"
-    if cpu["bf16"]:
-        return torch.bfloat16, f"bf16 autocast (train.amp: auto; CPU has native bf16: {', '.join(cpu['bf16_flags'])})"
-    return None, "fp32 (train.amp: auto; CPU has no native bf16 (avx512_bf16/amx_bf16): bf16 would be emulated)"
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    return resolve_precision(amp, device)[0]
 
 
 @torch.inference_mode()
@@ -158,40 +69,6 @@ def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, ba
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)).mean())
-
-
-def load_prepared(prepared: Path, fold: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """meta, images, labels and fold assignment; UserError if `fold` is not a fold of folds.csv."""
-    try:
-        meta = json.loads((prepared / "meta.json").read_text())
-        folds = pd.read_csv(prepared / "folds.csv")["fold"].to_numpy()
-        images = load_images(prepared / "train_images.npy")
-        labels = np.load(prepared / "train_labels.npy")
-    except FileNotFoundError as exc:
-        raise UserError(f"{exc.filename}: not found (run the prepare stage first)") from None
-    if not 0 <= fold < meta["n_folds"]:
-        raise UserError(f"fold {fold}: {prepared / 'folds.csv'} has folds 0-{meta['n_folds'] - 1} "
-                        "(params.yaml train.folds must match prepare.n_folds)")
-    return meta, images, labels, folds
-
-
-def data_fingerprint(prepared: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("meta.json", "folds.csv", "train_labels.npy", "train_images.npy"):
-        h.update(sha256_file(prepared / name).encode())
-    return h.hexdigest()[:16]
-
-
-def load_images(path: Path) -> np.ndarray:
-    """The uint8 image array, in memory, or memory-mapped when it is over MMAP_FRACTION of the RAM."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = 0
-    if ram and path.stat().st_size > MMAP_FRACTION * ram:
-        _logger.info("%s is %.1f GiB: memory-mapped, not loaded", path, path.stat().st_size / 2**30)
-        return np.load(path, mmap_mode="r")
-    return np.load(path)
 
 
 def _rng_states() -> dict:

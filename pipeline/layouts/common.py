@@ -8,7 +8,6 @@ spells them, test images with their ids, and the sample submission. Everything a
 """
 from __future__ import annotations
 
-import io
 import logging
 import re
 from collections import defaultdict

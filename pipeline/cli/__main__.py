@@ -1,0 +1,4 @@
+"""python -m pipeline.cli ... (as the `foldwise` command)."""
+from pipeline.cli import main
+
+main()

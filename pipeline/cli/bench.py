@@ -1,0 +1,228 @@
+"""`foldwise bench ...`: benchmarks that print ratios measured side by side in one run.
+
+    foldwise bench train
+    foldwise bench infer --batch 512
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from serve.errors import UserError
+
+from pipeline.cli.app import app
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios measured side by side in one run.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("train")
+def bench_train(steps: int = typer.Option(40, help="Train steps per measurement."),
+                fold: int = typer.Option(0, help="Fold whose training rows feed the loader."),
+                rounds: int = typer.Option(2, help="Interleaved rounds (the median is printed).")) -> None:
+    """fp32 vs bf16 train steps, FLOPs and GFLOP/s, and the data path's cost, side by side in one run.
+
+    Example: foldwise bench train --steps 40
+    """
+    from pipeline.bench import bench_train as run_bench
+
+    r = run_bench(steps=steps, fold=fold, rounds=rounds)
+    typer.echo(f"model {r['model']}, batch {r['batch_size']}, workers {r['num_workers']}, "
+               f"{r['threads']} threads, {r['device']}, {r['steps']} steps x {rounds} rounds")
+    typer.echo(f"CPU {r['cpu']}")
+    typer.echo(f"FLOPs per image: forward {r['flops_per_image_forward'] / 1e6:.1f} M, "
+               f"train step (forward + backward) {r['flops_per_image_train_step'] / 1e6:.1f} M")
+    typer.echo(f"{'precision':<10} {'images/s':>9} {'GFLOP/s':>8}")
+    for name, v in r["precisions"].items():
+        typer.echo(f"{name:<10} {v['images_per_s']:>9.0f} {v['gflops_per_s']:>8.1f}")
+    typer.echo(f"bf16 / fp32: {r['bf16_vs_fp32']:.2f}x")
+    typer.echo(f"train.amp -> {r['precision']}")
+    typer.echo(f"training loop ({r['configured']}) {r['train_loop_images_per_s']:8.0f} images/s")
+    typer.echo(f"pure compute  ({r['configured']}) {r['pure_compute_images_per_s']:8.0f} images/s")
+    typer.echo(f"ratio {r['ratio']:.3f} (data-path overhead {100 * r['data_path_overhead']:.1f}%)")
+
+
+@bench_app.command("fold")
+def bench_fold(against: Path = typer.Option(..., help="Params or preset file whose `train` keys to compare with."),
+               steps: int = typer.Option(40, help="Train steps per measurement."),
+               rounds: int = typer.Option(3, help="Interleaved rounds (the median is used)."),
+               fold: int = typer.Option(0, help="Fold whose rows are trained and validated.")) -> None:
+    """One fold's projected training time: params.yaml vs another params file, interleaved in one run.
+
+    Example: foldwise bench fold --against presets/cpu-cnn-4ep.yaml
+    """
+
+    from pipeline.bench import bench_fold as run_bench
+
+    r = run_bench(against, steps=steps, fold=fold, rounds=rounds)
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    typer.echo(f"fold {r['fold']}, {r['threads']} threads, {r['steps']} steps x {r['rounds']} rounds, load average {load}")
+    typer.echo(f"{'params':<32} {'model':<14} {'epochs':>6} {'train img/s':>12} {'val img/s':>10} {'fold s':>8}")
+    for name, v in r["sides"].items():
+        typer.echo(f"{name:<32} {v['model']:<14} {v['epochs']:>6} {v['train_images_per_s']:>12.0f} "
+                   f"{v['eval_images_per_s']:>10.0f} {v['fold_seconds']:>8.0f}")
+    typer.echo(f"fold time ratio {r['fold_time_ratio']:.2f}x (training images/s ratio {r['train_speed_ratio']:.2f}x)")
+
+
+@bench_app.command("infer")
+def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes (repeat the option)."),
+                threads: Optional[int] = typer.Option(None, help="Threads for both torch and onnxruntime.")) -> None:
+    """PyTorch eager (folds x TTA views) vs FP32 and INT8 ONNX ensembles: images/s and ratios.
+
+    Example: foldwise bench infer --batch 1 --batch 64 --batch 512
+
+    Also writes bench/infer.json, which the report shows.
+    """
+    from pipeline.bench import bench_infer as run_bench
+
+    rows = run_bench(tuple(batch), threads)
+    from datetime import datetime, timezone
+
+    from serve.atomic import write_json
+    write_json(Path("bench/infer.json"), {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                          "rows": rows})
+    from pipeline.hardware import describe
+
+    typer.echo(f"{rows[0]['folds']} folds x {rows[0]['views']} views, {rows[0]['threads']} threads, CPU "
+               f"{describe()}")
+    typer.echo(f"{rows[0]['flops_per_image'] / 1e6:.1f} MFLOPs per image (every fold and view; int8: the same "
+               "operations in int8); images/s and GFLOP/s (GOP/s for int8)")
+    typer.echo(f"{'batch':>6} {'torch eager':>12} {'onnx fp32':>10} {'onnx int8':>10} {'fp32/eager':>11} "
+               f"{'int8/eager':>11} {'int8/fp32':>10} {'GFLOP/s eager':>14} {'fp32':>7} {'int8':>7}")
+    for r in rows:
+        typer.echo(f"{r['batch']:>6} {r['torch_eager']:>12.0f} {r['onnx_fp32']:>10.0f} {r['onnx_int8']:>10.0f} "
+                   f"{r['fp32_vs_eager']:>10.2f}x {r['int8_vs_eager']:>10.2f}x {r['int8_vs_fp32']:>9.2f}x "
+                   f"{r['torch_eager_gflops']:>14.1f} {r['onnx_fp32_gflops']:>7.1f} {r['onnx_int8_gflops']:>7.1f}")
+
+
+@bench_app.command("decode")
+def bench_decode(images: int = typer.Option(600, help="Generated JPEGs."),
+                 side: int = typer.Option(500, help="Their width (4:3)."),
+                 target: int = typer.Option(224, help="The square size they are decoded to.")) -> None:
+    """Image decoding for prepare/predict (serve.images): 1 thread vs one thread per core vs one process per core.
+
+    Example: foldwise bench decode --images 600
+    """
+    from pipeline.bench import bench_decode as run_bench
+
+    r = run_bench(images, side, target)
+    typer.echo(f"{r['images']} {r['source']} -> {r['target']}, {r['workers']} cores; images/s (median of rounds)")
+    base = r["rates"]["1 thread"]
+    for name, rate in r["rates"].items():
+        typer.echo(f"{name:>12} {rate:8.0f}  {rate / base:5.2f}x")
+
+
+@bench_app.command("stream")
+def bench_stream(rows: int = typer.Option(1_000_000, help="Images in the generated pixel CSV."),
+                 model: Path = typer.Option(Path("models/ensemble_int8.onnx"), help="ONNX ensemble to run."),
+                 workdir: Path = typer.Option(Path("bench"), help="Where the CSV is generated (deleted after)."),
+                 keep: bool = typer.Option(False, help="Keep the generated CSV and predictions.")) -> None:
+    """Peak memory of `foldwise predict` on a generated N-image pixel CSV (streaming check).
+
+    Example: foldwise bench stream --rows 1000000
+    """
+    from pipeline.bench import bench_stream as run_bench
+
+    r = run_bench(rows, model, workdir, keep=keep)
+    typer.echo(f"{r['rows']} images ({r['input_bytes'] / 1e9:.2f} GB CSV) with {r['model']}: "
+               f"{r['seconds']:.0f}s, {r['images_per_second']:.0f} images/s, "
+               f"peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB, {r['rows_written']} rows written")
+
+
+@bench_app.command("parallel")
+def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on both sides (a shorter run; "
+                                                     "params.yaml's own value with --epochs 0)."),
+                   workers: int = typer.Option(2, help="Parallel side: single-thread Ray workers; sequential "
+                                               "side: torch threads."),
+                   rounds: int = typer.Option(1, help="Rounds, alternating which side goes first."),
+                   train_rows: Optional[int] = typer.Option(None, help="Only the first N training images "
+                                                            "(a shorter run) [default: all]."),
+                   keep: bool = typer.Option(False, help="Keep bench/parallel-folds/ (both project copies).")) -> None:
+    """Every fold with `foldwise train --parallel` (1-thread Ray workers) vs sequential `dvc repro` of the
+    folds (one process, N threads): wall time of each, their ratio, per-fold accuracy.
+
+    Example: foldwise bench parallel --epochs 1
+    """
+    from pipeline.distributed.bench import bench_parallel as run_bench
+
+    r = run_bench(epochs=epochs or None, workers=workers, rounds=rounds, train_rows=train_rows, keep=keep)
+    typer.echo(f"{r['folds']} folds x {r['epochs']} epochs, {r['train_rows']} training images, on {r['cpu']}")
+    for run in r["runs"]:
+        typer.echo(f"round {run['round']} ({run['first']} first): sequential dvc repro ({workers} threads) "
+                   f"{run['sequential']:.0f} s [load {run['sequential_load_before']}], parallel "
+                   f"({workers} x 1-thread Ray workers) {run['parallel']:.0f} s [load {run['parallel_load_before']}]: "
+                   f"ratio {run['ratio']:.2f}x")
+    for side in ("sequential", "parallel"):
+        typer.echo(f"{side:>10} val accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in r[f"accuracy_{side}"].items()))
+    typer.echo(f"load average after: {r['load_after']} (wrote bench/parallel.json)")
+
+
+@bench_app.command("serve")
+def bench_serve(model: Path = typer.Option(Path("models/ensemble.onnx"), help="ONNX ensemble to serve."),
+                threads: Optional[int] = typer.Option(None, help="onnxruntime threads, server and offline alike "
+                                                               "[default: all cores]."),
+                max_batch: int = typer.Option(64, help="The server's --max-batch."),
+                max_delay_ms: float = typer.Option(5.0, help="The server's --max-delay-ms."),
+                concurrency: list[int] = typer.Option([1, 8, 64], help="Concurrent clients (repeat the option)."),
+                size: list[int] = typer.Option([1, 256], help="Images per request (repeat the option)."),
+                images: int = typer.Option(4096, help="Images per scenario (at least one request per client)."),
+                seconds: float = typer.Option(30.0, help="No new request after this many seconds of a scenario."),
+                offline_images: int = typer.Option(1024, help="Images for each offline `foldwise predict` run."),
+                soak_seconds: float = typer.Option(600.0, help="Memory run at --soak-concurrency (0: skip)."),
+                soak_concurrency: int = typer.Option(64, help="Clients during the memory run."),
+                url: Optional[str] = typer.Option(None, help="Use this running server (loopback only) instead of "
+                                                              "starting one (no memory run then)."),
+                token_file: Optional[Path] = typer.Option(None, help="Bearer token for --url.")) -> None:
+    """The HTTP server under load vs offline `foldwise predict` on the same model and threads, in one run.
+
+    Throughput, p50/p95/p99 latency and the batcher's mean batch at each concurrency and request
+    size; then the server's memory sampled over a soak run. Writes bench/serve.json.
+
+    Example: foldwise bench serve --model models/ensemble.onnx --threads 2
+    """
+    from datetime import datetime, timezone
+
+    from serve.atomic import write_json
+    from serve.http.bench import bench_serve as run_bench
+    from serve.http.config import read_token
+
+    if not model.is_file():
+        raise UserError(f"{model}: model file not found")
+    token = read_token(token_file) if token_file else None
+    r = run_bench(model, threads, max_batch, max_delay_ms, tuple(concurrency), tuple(size), images, seconds,
+                  offline_images, soak_seconds, soak_concurrency, url, token, progress=typer.echo)
+    write_json(Path("bench/serve.json"), {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **r})
+    typer.echo(f"\n{r['model']} on {r['provider']}, {r['threads'] or 'all'} threads; max batch {r['max_batch']}, "
+               f"max delay {r['max_delay_ms']:g} ms")
+    typer.echo(f"CPU: {r['cpu']}; load average {r['load_average_start']} (start), {r['load_average_end']} (end)")
+    typer.echo("offline = `foldwise predict` (.npy, batch 256, same model and threads) run just before and just "
+               "after each row; vs offline = images/s / offline")
+    typer.echo(f"{'images/req':>10} {'conc':>5} {'requests':>8} {'images/s':>9} {'offline':>8} {'vs offline':>10} "
+               f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'batch ms':>9} errors")
+    for s in r["scenarios"]:
+        typer.echo(f"{s['images_per_request']:>10} {s['concurrency']:>5} {s['requests']:>8} {s['images_per_second']:>9.0f} "
+                   f"{s['offline_images_per_second']:>8.0f} {s['vs_offline']:>9.2f}x {s['p50_ms']:>8.1f} "
+                   f"{s['p95_ms']:>8.1f} {s['p99_ms']:>8.1f} {s['mean_batch']:>10.1f} {s['mean_batch_compute_ms']:>9.1f} "
+                   f"{s['errors'] or '-'}")
+    single = {s["concurrency"]: s for s in r["scenarios"] if s["images_per_request"] == 1}
+    if 1 in single and single:
+        full = single[max(single)]
+        bound = r["max_delay_ms"] + full["mean_batch_compute_ms"]
+        verdict = "within" if single[1]["p99_ms"] <= bound else "ABOVE"
+        typer.echo(f"concurrency 1: p99 {single[1]['p99_ms']:.1f} ms {verdict} max delay {r['max_delay_ms']:g} ms + one "
+                   f"batch's compute ({full['mean_batch_compute_ms']:.1f} ms, mean batch {full['mean_batch']:.1f} at "
+                   f"concurrency {max(single)}) = {bound:.1f} ms; its own batches of "
+                   f"{single[1]['mean_batch']:.1f} took {single[1]['mean_batch_compute_ms']:.1f} ms on average "
+                   f"(p50 {single[1]['p50_ms']:.1f} ms)")
+    if "soak" in r:
+        k = r["soak"]
+        typer.echo(f"memory over {k['seconds']:.0f} s at concurrency {soak_concurrency} ({k['requests']} requests, "
+                   f"{k['images_per_second']:.0f} images/s, errors {k['errors'] or '-'}): server RSS start "
+                   f"{k['rss_start_mib']:.0f} MiB, after warm-up {k['rss_after_warmup_mib']:.0f}, end {k['rss_end_mib']:.0f}, "
+                   f"max {k['rss_max_mib']:.0f}; growth after warm-up {k['growth_after_warmup_mib']:+.1f} MiB")
+        typer.echo("RSS samples (s, MiB): " + " ".join(f"{t:.0f}:{m:.0f}" for t, m in k["samples"]))
+
+
