@@ -38,7 +38,7 @@ from serve.csvfiles import read_csv_strings
 from serve.engine import Engine, ModelInfo, resolve_model
 from serve.errors import UserError
 from serve.paths import refuse_overwrite
-from serve.readers import Chunk, ImageFolderReader, NpyReader, PixelCsvReader
+from serve.readers import ImageFolderReader, NpyReader, PixelCsvReader
 from serve.submission import PROB_FORMAT
 
 _logger = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ on a prepared project (no training).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 from pathlib import Path
