@@ -14,12 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
-# The tests also need the optional Ray extra (parallel folds, distributed inference on a local cluster).
+# The tests also need the optional Ray extra (parallel folds, distributed inference on a local cluster):
+# one install of both (one dependency resolution), which also satisfies `setup`.
 setup-test: $(VENV)/.installed-test
 
-$(VENV)/.installed-test: $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,ray]'
-	touch $@
+	touch $@ $(VENV)/.installed
 
 # The report test drives Debian's headless Chromium through chromedriver. Install both when
 # missing and we may (root or password-less sudo, apt-get present); otherwise say what to install.
@@ -37,8 +39,12 @@ browser:
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# Two pytest workers (pytest-xdist), each taking whole test files (their fixtures build one project per
+# file): the end-to-end files wait on process start-up, I/O and servers as much as they compute.
+TEST_WORKERS ?= 2
+
 test: setup-test browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV)
