@@ -7,11 +7,13 @@ BIN := $(VENV)/bin
 
 .PHONY: setup setup-test browser run test clean
 
+# --no-compile: Python compiles (and caches) a package's modules when they are first imported, not
+# every file of torch, ray and the rest at install time (most are never imported here).
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check --no-compile -q -e .
 	touch $@
 
 # The tests also need the optional Ray extra (parallel folds, distributed inference on a local cluster):
@@ -20,7 +22,7 @@ setup-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-test: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,ray]'
+	$(BIN)/pip install --disable-pip-version-check --no-compile -q -e '.[dev,ray]'
 	touch $@ $(VENV)/.installed
 
 # The report test drives Debian's headless Chromium through chromedriver. Install both when
@@ -39,12 +41,13 @@ browser:
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-# Two pytest workers (pytest-xdist), each taking whole test files (their fixtures build one project per
-# file): the end-to-end files wait on process start-up, I/O and servers as much as they compute.
+# Two pytest workers (pytest-xdist), each taking whole test files (tests/conftest.py groups them by
+# file: one project per file is built once): end-to-end files wait on process start-up, I/O and
+# servers as much as they compute.
 TEST_WORKERS ?= 2
 
 test: setup-test browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV)
