@@ -194,7 +194,7 @@ def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None
     torch.set_num_threads(threads)
     model, spec = load_ensemble(models_dir / "ensemble.json")
     images = np.load(prepared / "train_images.npy", mmap_mode="r")
-    x = np.ascontiguousarray(np.asarray(images[:4096]).transpose(0, 3, 1, 2))
+    x = np.asarray(images[:4096]).transpose(0, 3, 1, 2).copy()  # writable and C-contiguous (torch wants both)
     engines = {"onnx_fp32": Engine(models_dir / "ensemble.onnx", provider="cpu", threads=threads),
                "onnx_int8": Engine(models_dir / "ensemble_int8.onnx", provider="cpu", threads=threads)}
 
