@@ -41,13 +41,13 @@ browser:
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-# Two pytest workers (pytest-xdist), each taking whole test files (tests/conftest.py groups them by
-# file: one project per file is built once): end-to-end files wait on process start-up, I/O and
-# servers as much as they compute.
+# Two pytest workers (pytest-xdist), each taking whole test files (one project per file is built
+# once; tests/conftest.py puts the longest files first): end-to-end files wait on process start-up,
+# I/O and servers as much as they compute.
 TEST_WORKERS ?= 2
 
 test: setup-test browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV)

@@ -16,11 +16,9 @@ EMBEDDED = ROOT / "data/embedded/fashion-mnist"
 BIN = Path(sys.executable).parent
 
 
-# Under pytest-xdist (`make test`: --dist loadgroup) each test file runs on one worker, so its
-# module fixtures (one project, one cluster) are built once; the files that drive the Kaggle
-# emulator share a worker, since port 80 takes one emulator at a time.
-# The longest files start first, so that no worker is left with one of them at the end.
-SHARED_WORKER = {"test_kaggle.py": "kaggle-emulator", "test_kaggle_code.py": "kaggle-emulator"}
+# Under pytest-xdist (`make test`: --dist loadfile) each test file runs on one worker, so its module
+# fixtures (one project, one cluster) are built once. The longest files start first, so that no
+# worker is left with one of them at the end.
 LONGEST_FIRST = ["test_layouts.py", "test_distributed.py", "test_e2e.py", "test_experiments.py", "test_kaggle.py",
                  "test_kaggle_code.py", "test_train.py", "test_ddp.py", "test_serve.py", "test_serve_http.py"]
 
@@ -28,9 +26,6 @@ LONGEST_FIRST = ["test_layouts.py", "test_distributed.py", "test_e2e.py", "test_
 def pytest_collection_modifyitems(config, items) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept within
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(name, name)))
 
 
 def read_member(name: str, nrows: int | None = None) -> pd.DataFrame:
