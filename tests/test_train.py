@@ -39,18 +39,23 @@ def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _kill_after_first_checkpoint(cmd: list[str], cwd: Path, ckpt: Path, env: dict) -> None:
+    """Start `cmd` in its own process group and SIGKILL the whole group once `ckpt` exists (after an epoch)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_sigkill_then_repro_resumes_and_equals_an_uninterrupted_run(prepared_project: Path) -> None:
     project = prepared_project
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     ckpt = project / "models/checkpoints/fold0/last.pt"
     # 1. interrupted: start the stage, SIGKILL it (dvc and the training process) after its first epoch
-    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "train@0"], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_after_first_checkpoint([str(BIN / "dvc"), "repro", "train@0"], project, ckpt, env)
     assert ckpt.exists(), "no checkpoint was written before the kill"
     killed_at = _load(ckpt)["epoch"]
     assert 1 <= killed_at < TINY["epochs"], f"killed after epoch {killed_at}: not mid-fold"
@@ -122,13 +127,7 @@ def test_bf16_kill_and_resume_is_bit_identical(prepared_project: Path, tmp_path:
     (project / "params.yaml").write_text(yaml.safe_dump({"train": train}, sort_keys=False))
     ckpt = project / "models/checkpoints/fold0/last.pt"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([str(BIN / "foldwise"), "train", "--fold", "0"], cwd=project, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_after_first_checkpoint([str(BIN / "foldwise"), "train", "--fold", "0"], project, ckpt, env)
     killed_at = _load(ckpt)["epoch"]
     assert 1 <= killed_at < train["epochs"], f"killed after epoch {killed_at}: not mid-fold"
 
