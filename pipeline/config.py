@@ -197,6 +197,9 @@ class PrepareParams:
             raise err(f"must be at least 1 (or null), got {self.workers}", "workers")
 
 
+COMMON_OPTIMIZERS = {"sgd", "nesterov", "momentum", "adam", "adamw"}  # in every timm's optimizer registry
+
+
 @dataclass
 class TrainParams:
     """One fold's training run (fold index and seed come from dvc.yaml's foreach, via the CLI)."""
@@ -266,16 +269,21 @@ class TrainParams:
             if spec["fold"] in seen:
                 raise err(f"fold {spec['fold']} is listed twice", f"folds[{i}]")
             seen.add(spec["fold"])
-        import timm  # noqa: PLC0415 (heavy: only when a train section is loaded)
-        import timm.optim  # noqa: PLC0415
+        from pipeline.nets import OWN_MODELS  # noqa: PLC0415
 
-        from pipeline import models  # noqa: F401,PLC0415  registers foldwise_* in timm
-        if not timm.is_model(self.model):
-            near = timm.list_models(f"*{self.model.split('.')[0][:6]}*")[:5]
-            hint = f" (similar: {', '.join(near)})" if near else ""
-            raise err(f"unknown timm model '{self.model}'{hint}", "model")
-        if self.optimizer.lower() not in set(timm.optim.list_optimizers()) | {"sgd", "nesterov", "momentum"}:
-            raise err(f"unknown timm optimizer '{self.optimizer}' (e.g. adamw, sgd, lamb, lion)", "optimizer")
+        if self.model not in OWN_MODELS or self.optimizer.lower() not in COMMON_OPTIMIZERS:
+            import timm  # noqa: PLC0415 (~2 s: only for names that are not ours or common)
+            import timm.optim  # noqa: PLC0415
+
+            from pipeline.models import register_in_timm  # noqa: PLC0415
+
+            register_in_timm()
+            if not timm.is_model(self.model):
+                near = timm.list_models(f"*{self.model.split('.')[0][:6]}*")[:5]
+                hint = f" (similar: {', '.join(near)})" if near else ""
+                raise err(f"unknown timm model '{self.model}'{hint}", "model")
+            if self.optimizer.lower() not in set(timm.optim.list_optimizers()) | COMMON_OPTIMIZERS:
+                raise err(f"unknown timm optimizer '{self.optimizer}' (e.g. adamw, sgd, lamb, lion)", "optimizer")
         from pipeline.augment import build_augment  # noqa: PLC0415
         build_augment(self.augment, err)
 

@@ -24,11 +24,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.config import EnsembleParams, load_section
 from pipeline.metrics import from_meta, scores
-from pipeline.tta import VIEWS
 from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
 
@@ -81,22 +79,26 @@ def combine(logits: np.ndarray, method: str, weights: np.ndarray) -> np.ndarray:
     return np.tensordot(weights, softmax(logits), axes=1)
 
 
-@torch.inference_mode()
 def oof_view_logits(dirs: dict[int, Path], images: np.ndarray, views: list[str], n_classes: int,
                     batch_size: int) -> np.ndarray:
-    """Logits `[V, N, C]`: each row by its own fold's model, under each view."""
-    from pipeline.train import load_fold_model  # noqa: PLC0415
+    """Logits `[V, N, C]`: each row by its own fold's model, under each view. (torch is imported here:
+    the report reuses this module's `combine` without it.)"""
+    import torch  # noqa: PLC0415
+
+    from pipeline.models import load_fold_model  # noqa: PLC0415
+    from pipeline.tta import VIEWS  # noqa: PLC0415
 
     out = np.full((len(views), len(images), n_classes), np.nan, dtype=np.float32)
-    for k, d in dirs.items():
-        model, _ = load_fold_model(d / "model.pt")
-        rows = np.load(d / "oof_rows.npy")
-        for start in range(0, len(rows), batch_size):
-            idx = rows[start:start + batch_size]
-            x = torch.from_numpy(np.ascontiguousarray(images[idx].transpose(0, 3, 1, 2)))
-            for v, name in enumerate(views):
-                out[v, idx] = model(VIEWS[name](x)).float().numpy()
-        _logger.info("fold %d: OOF logits for %d rows under views %s", k, len(rows), views)
+    with torch.inference_mode():
+        for k, d in dirs.items():
+            model, _ = load_fold_model(d / "model.pt")
+            rows = np.load(d / "oof_rows.npy")
+            for start in range(0, len(rows), batch_size):
+                idx = rows[start:start + batch_size]
+                x = torch.from_numpy(np.ascontiguousarray(images[idx].transpose(0, 3, 1, 2)))
+                for v, name in enumerate(views):
+                    out[v, idx] = model(VIEWS[name](x)).float().numpy()
+            _logger.info("fold %d: OOF logits for %d rows under views %s", k, len(rows), views)
     return out
 
 

@@ -33,10 +33,10 @@ import torch.nn as nn
 
 from pipeline.config import ExportParams, load_section, params_hash
 from pipeline.metrics import Metric, from_meta
-from pipeline.models import fuse_for_inference
-from pipeline.train import load_fold_model
+from pipeline.models import fuse_for_inference, load_fold_model
 from pipeline.tta import VIEWS
 from serve.atomic import atomic_path, write_json
+from serve.engine import run_graph
 from serve.errors import UserError
 from serve.submission import SubmissionSpec
 
@@ -87,21 +87,6 @@ def load_ensemble(ensemble_json: Path) -> tuple[EnsembleModel, dict]:
 
 class ParityError(UserError):
     """onnxruntime does not reproduce PyTorch: the export is refused."""
-
-
-def _session(path: Path):
-    import onnxruntime as ort  # noqa: PLC0415
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_graph(path: Path, images_nchw: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    session = _session(path)
-    outs = [session.run(["probs", "fold_probs"], {"images": images_nchw[i:i + batch_size]})
-            for i in range(0, len(images_nchw), batch_size)]
-    return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
 def parity_check(onnx_path: Path, model: nn.Module, images_nchw: np.ndarray, params: ExportParams) -> dict:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def labelled_test_scores(meta: dict, prepared: Path, models: Path, source_json: 
     solution = source.get("solution")
     if not solution or not Path(solution).is_file() or not (models / "ensemble.onnx").exists():
         return None
-    from pipeline.export import run_graph  # noqa: PLC0415
+    from serve.engine import run_graph  # noqa: PLC0415
 
     ids = pd.read_csv(prepared / "test_ids.csv", dtype=str).iloc[:, 0]
     sol = pd.read_csv(solution, dtype=str)
@@ -163,15 +164,27 @@ def plot_confusion(conf: np.ndarray, names: list[str], path: Path, dpi: int) -> 
 
 
 def plot_grid(images: np.ndarray, titles: list[str], path: Path, dpi: int, cols: int = 8) -> None:
+    """Images in a grid with a title above each: one mosaic in one axes (a subplot per image costs
+    matplotlib ~0.1 s each); grayscale images keep their own contrast, as imshow would give them."""
     plt = _plt()
-    n = max(len(images), 1)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, title in zip(axes.flat, images, titles):
-        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
-        ax.set_title(title, fontsize=6.5)
+    n, (h, w, c) = len(images), (images.shape[1:] if len(images) else (8, 8, 1))
+    rows, band, gap = max(-(-n // cols), 1), max(h // 3, 4), max(w // 10, 1)
+    cell_h, cell_w = band + h + gap, w + gap
+    mosaic = np.full((rows * cell_h, cols * cell_w, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        img = np.asarray(img, np.float32)
+        if c == 1:  # stretch each grayscale image to its own range, as a single imshow would
+            lo, hi = float(img.min()), float(img.max())
+            img = (img - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(img)
+        r, k = divmod(i, cols)
+        mosaic[r * cell_h + band:r * cell_h + band + h, k * cell_w:k * cell_w + w] = img.clip(0, 255).astype(np.uint8)
+    fig, ax = plt.subplots(figsize=(cols * 1.6, rows * 1.9))
+    ax.imshow(mosaic.squeeze(-1) if c == 1 else mosaic, cmap="gray" if c == 1 else None, vmin=0, vmax=255,
+              interpolation="nearest", aspect="auto")
+    for i, title in enumerate(titles[:n]):
+        r, k = divmod(i, cols)
+        ax.text(k * cell_w + w / 2, r * cell_h + band - 0.5, title, ha="center", va="bottom", fontsize=6.5)
+    ax.axis("off")
     _save(fig, path, dpi)
 
 
@@ -215,11 +228,12 @@ def _table(df: pd.DataFrame, table_id: str, floatfmt: str = "{:.4f}") -> str:
 
 def environment() -> dict[str, Any]:
     env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for mod in ("torch", "timm", "onnxruntime", "onnx", "numpy", "albumentations", "dvc"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except (ImportError, AttributeError):
-            env[mod] = "not installed"
+    for dist in ("torch", "timm", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "albumentations", "dvc"):
+        try:  # the installed distribution's version: importing torch and timm would take seconds
+            env[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            if dist != "onnxruntime-gpu":
+                env[dist] = "not installed"
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -229,9 +243,8 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     env["cpu"] = f"{cpu} ({os.cpu_count()} cores)"
-    import torch  # noqa: PLC0415
-
-    env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    configs = sorted(Path("models/folds").glob("fold*/config.json"))
+    env["trained on"] = json.loads(configs[0].read_text()).get("device", "?") if configs else "?"
     return env
 
 

@@ -40,7 +40,7 @@ from pipeline.fold_data import (AugmentedBatches, EpochBatches, data_fingerprint
                                  load_prepared, seed_everything)
 from pipeline.hardware import autocast_dtype, resolve_device, resolve_precision  # noqa: F401
 from pipeline.metrics import from_meta as metric_of
-from pipeline.models import create_classifier
+from pipeline.models import create_classifier, load_fold_model  # noqa: F401  (load_fold_model: bench, tests)
 from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
 
@@ -379,21 +379,6 @@ def _write_outputs(params: TrainParams, meta: dict, fold: int, seed: int, fold_r
     _logger.info("fold %d: best epoch %d, val accuracy %.4f, %.0fs", fold, best["epoch"], best["val_accuracy"],
                  fold_run.seconds)
     return metrics
-
-
-def load_fold_model(path: Path) -> tuple[nn.Module, dict]:
-    """Rebuild a fold's model from model.pt (weights_only=True: no code runs from the file)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (run the train stage first)") from None
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable foldwise checkpoint ({str(exc).splitlines()[0][:160]})") from None
-    m = ckpt["model"]
-    model = create_classifier(m["name"], m["num_classes"], m["in_chans"], m["native_size"], m["mean"], m["std"],
-                              m["img_size"], m["drop_rate"], False, m["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
 
 
 def fold_seed(params: TrainParams, fold: int, seed: int | None) -> int:
