@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config import SubmitParams, load_section, params_hash, read_params
-from pipeline.kaggle.client import NO_CREDENTIALS, api, call, credentials_source
+from pipeline.kaggle.client import NO_CREDENTIALS, api, call, credentials_source, poll_until
 from serve.atomic import sha256_file, write_json
 from serve.errors import UserError
 from pipeline.metrics import from_meta
@@ -108,18 +108,15 @@ def find_duplicate(submissions: list[dict], digest: str) -> dict | None:
 def poll(client: Any, competition: str, ref: int, params: SubmitParams,
          sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict:
     """Wait (doubling the pause, at most 60 s) until submission `ref` is complete or failed."""
-    deadline, wait = clock() + params.poll_timeout, params.poll_interval
-    while True:
+    def check() -> tuple[bool, dict | None, str]:
         found = next((s for s in list_submissions(client, competition) if s["ref"] == ref), None)
-        if found and found["status"] in ("complete", "error"):
-            return found
-        if clock() + wait > deadline:
-            _logger.warning("submission %s not scored after %.0fs; `foldwise submissions` shows it later",
-                            ref, params.poll_timeout)
-            return {**(found or {"ref": ref}), "status": (found or {}).get("status", "pending"), "timed_out": True}
-        _logger.info("submission %s is %s; next check in %.0fs", ref, (found or {}).get("status", "not listed"), wait)
-        sleep(wait)
-        wait = min(wait * 2, 60.0)
+        return bool(found and found["status"] in ("complete", "error")), found, (found or {}).get("status", "not listed")
+
+    scored, found = poll_until(check, params.poll_timeout, params.poll_interval, f"submission {ref}", sleep, clock)
+    if scored:
+        return found
+    _logger.warning("submission %s not scored after %.0fs; `foldwise submissions` shows it later", ref, params.poll_timeout)
+    return {**(found or {"ref": ref}), "status": (found or {}).get("status", "pending"), "timed_out": True}
 
 
 def update_history(path: Path, digest: str, entry: dict) -> None:

@@ -22,6 +22,22 @@ _logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def poll_until(check: Callable[[], tuple[bool, T, str]], timeout: float, interval: float, what: str,
+               sleep: Callable[[float], None] = time.sleep,
+               clock: Callable[[], float] = time.monotonic) -> tuple[bool, T]:
+    """Call `check` -> (done, value, state) until done, doubling the pause from `interval` (at most
+    60 s) and logging `what` and its state before each; (False, last value) when the next pause would
+    end past `timeout` seconds. `check` raises for states that will never become done."""
+    deadline, wait = clock() + timeout, interval
+    while True:
+        done, value, state = check()
+        if done or clock() + wait > deadline:
+            return done, value
+        _logger.info("%s is %s; next check in %.0fs", what, state, wait)
+        sleep(wait)
+        wait = min(wait * 2, 60.0)
+
+
 def config_dir() -> Path:
     return Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
 

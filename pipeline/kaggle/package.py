@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config import SubmitParams, params_hash, read_params
-from pipeline.kaggle.client import api, call, sdk_call, status_name, username
+from pipeline.kaggle.client import api, call, poll_until, sdk_call, status_name, username
 from pipeline.kaggle.graph import FILES, choose_graph
 from pipeline.kaggle.wheels import build_serve_wheel, default_requirements, download_wheels, serve_sources, source_hash
 from serve.atomic import replace_dir, sha256_file, write_json
@@ -205,19 +205,17 @@ def current_holds(dataset: Any, tag: str) -> bool:
 def wait_ready(client: Any, ref: str, params: SubmitParams, sleep: Callable[[float], None] = time.sleep,
                clock: Callable[[], float] = time.monotonic) -> str:
     """Poll the dataset's status with backoff until Kaggle has processed it ('ready')."""
-    deadline, wait = clock() + params.poll_timeout, params.poll_interval
-    while True:
+    def check() -> tuple[bool, str, str]:
         status = status_name(call(lambda: client.dataset_status(ref), ref, "checking dataset", kind="dataset"))
-        if status == "ready":
-            return status
         if status in ("failed", "deleted"):
             raise UserError(f"kaggle: dataset '{ref}' is {status} on Kaggle: see https://www.kaggle.com/datasets/{ref}")
-        if clock() + wait > deadline:
-            raise UserError(f"kaggle: dataset '{ref}' is still '{status}' after {params.poll_timeout:.0f}s; run the "
-                            "same command again later (nothing is uploaded twice)")
-        _logger.info("dataset %s is %s; next check in %.0fs", ref, status, wait)
-        sleep(wait)
-        wait = min(wait * 2, 60.0)
+        return status == "ready", status, status
+
+    ready, status = poll_until(check, params.poll_timeout, params.poll_interval, f"dataset {ref}", sleep, clock)
+    if not ready:
+        raise UserError(f"kaggle: dataset '{ref}' is still '{status}' after {params.poll_timeout:.0f}s; run the "
+                        "same command again later (nothing is uploaded twice)")
+    return status
 
 
 def _check(response: Any, ref: str, action: str) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config import SubmitParams
-from pipeline.kaggle.client import call, sdk_call, status_name
+from pipeline.kaggle.client import call, poll_until, sdk_call, status_name
 from pipeline.kaggle.package import Refs
 from pipeline.submit import find_duplicate, list_submissions, poll
 from serve.atomic import write_json
@@ -62,18 +62,17 @@ def get_kernel(client: Any, ref: str) -> Any:
 def wait_for_run(client: Any, ref: str, params: SubmitParams, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> tuple[str, str]:
     """Poll the notebook's session with backoff until it is complete / error; (status, failure message)."""
-    deadline, wait, status = clock() + params.kernel_timeout, params.poll_interval, "?"
-    while True:
+    def check() -> tuple[bool, tuple[str, str], str]:
         response = call(lambda: client.kernels_status(ref), ref, "checking notebook", kind="kernel")
         status = status_name(getattr(response, "status", ""))
-        if status in DONE:
-            return status, getattr(response, "failure_message", "") or ""
-        if clock() + wait > deadline:
-            raise UserError(f"kaggle: notebook '{ref}' is still '{status}' after {params.kernel_timeout:.0f}s "
-                            "(submit.kernel_timeout); run the same command again later (nothing is pushed twice)")
-        _logger.info("notebook %s is %s; next check in %.0fs", ref, status, wait)
-        sleep(wait)
-        wait = min(wait * 2, 60.0)
+        return status in DONE, (status, getattr(response, "failure_message", "") or ""), status
+
+    done, (status, failure) = poll_until(check, params.kernel_timeout, params.poll_interval, f"notebook {ref}",
+                                         sleep, clock)
+    if not done:
+        raise UserError(f"kaggle: notebook '{ref}' is still '{status}' after {params.kernel_timeout:.0f}s "
+                        "(submit.kernel_timeout); run the same command again later (nothing is pushed twice)")
+    return status, failure
 
 
 def fetch_output(client: Any, ref: str, version: int) -> tuple[Path, Path | None]:
