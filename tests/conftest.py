@@ -23,6 +23,22 @@ LONGEST_FIRST = ["test_layouts.py", "test_distributed.py", "test_e2e.py", "test_
                  "test_kaggle_code.py", "test_train.py", "test_ddp.py", "test_serve.py", "test_serve_http.py"]
 
 
+EMULATOR_FILES = {"test_kaggle.py", "test_kaggle_code.py"}  # one Kaggle emulator per machine (port 80)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, except that the files using the port-80 Kaggle emulator are one unit of work
+    (the same worker runs them one after the other instead of two workers waiting on its lock)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesSharingTheEmulator(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "kaggle-emulator" if Path(path).name in EMULATOR_FILES else path
+
+    return FilesSharingTheEmulator(config, log) if config.getoption("dist") == "loadfile" else None
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept within
