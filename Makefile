@@ -42,12 +42,13 @@ run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # Two pytest workers (pytest-xdist), each taking whole test files (one project per file is built
-# once; tests/conftest.py puts the longest files first): end-to-end files wait on process start-up,
-# I/O and servers as much as they compute.
+# once; tests/conftest.py puts the longest files first and keeps the Kaggle-emulator files on one
+# worker), each with one torch thread: the tests' tiny models gain nothing from a second thread, and
+# two workers with two threads each would oversubscribe two cores.
 TEST_WORKERS ?= 2
 
 test: setup-test browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV)
