@@ -226,7 +226,7 @@ def _table(df: pd.DataFrame, table_id: str, floatfmt: str = "{:.4f}") -> str:
                       float_format=lambda v: floatfmt.format(v), escape=True)
 
 
-def environment() -> dict[str, Any]:
+def environment(models: Path = Path("models")) -> dict[str, Any]:
     env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
     for dist in ("torch", "timm", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "albumentations", "dvc"):
         try:  # the installed distribution's version: importing torch and timm would take seconds
@@ -243,7 +243,7 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     env["cpu"] = f"{cpu} ({os.cpu_count()} cores)"
-    configs = sorted(Path("models/folds").glob("fold*/config.json"))
+    configs = sorted((models / "folds").glob("fold*/config.json"))
     env["trained on"] = json.loads(configs[0].read_text()).get("device", "?") if configs else "?"
     return env
 
@@ -398,7 +398,7 @@ def run(params: ReportParams, prepared: Path = PREPARED, models: Path = Path("mo
     history = _read_json(history_path) or {}
     if plot_cv_vs_lb(history, out / "cv_vs_lb.png", params.dpi):
         sections.append("<h2>CV against LB</h2>" + _img(out / "cv_vs_lb.png", "CV against LB"))
-    env = environment()
+    env = environment(models)
     sections.append("<h2>Environment</h2>" + _table(pd.DataFrame({"": list(env), "value": list(env.values())}), "env"))
     sections.append("<h2>Params</h2><pre>" + html.escape(json.dumps(read_params(), indent=2, default=str)) + "</pre>")
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>foldwise report</title>"
