@@ -322,6 +322,7 @@ class ExportParams:
     calibration_rows: int = 512
     predict_tolerance: float = 0.001  # predict uses the fastest graph whose OOF accuracy is this close to fp32's
     speed_batch: int = 512     # batch for timing each graph (side by side)
+    speed_seconds: float = 0.4  # each graph's time per round (3 interleaved rounds; the median counts)
 
     def validate(self, err) -> None:
         if not 0 <= self.predict_tolerance < 1:
@@ -329,6 +330,8 @@ class ExportParams:
         for name in ("parity_rows", "eval_rows", "calibration_rows", "speed_batch"):
             if getattr(self, name) < 1:
                 raise err(f"must be at least 1, got {getattr(self, name)}", name)
+        if self.speed_seconds <= 0:
+            raise err(f"must be > 0, got {self.speed_seconds}", "speed_seconds")
         if self.max_abs_diff <= 0:
             raise err(f"must be > 0, got {self.max_abs_diff}", "max_abs_diff")
         if self.opset < 17:

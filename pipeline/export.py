@@ -298,7 +298,8 @@ def run(params: ExportParams, prepared: Path = PREPARED, ensemble_json: Path = P
         report["fp16"] = score_variant(fp16, *scored)
         report["speed"] = measure_speed({"fp32": fp32, **{g: p for g, p in (("int8", int8), ("fp16", fp16))
                                                             if report[g].get("checked")}},
-                                        x_eval, params.speed_batch)
+                                        x_eval, params.speed_batch,
+                                        min_seconds=params.speed_seconds)
         report["predict_graph"] = choose_predict_graph(report, params.predict_tolerance)
         outputs = {fp32: out_dir / "ensemble.onnx", int8: out_dir / "ensemble_int8.onnx",
                    fp16: out_dir / "ensemble_fp16.onnx"}

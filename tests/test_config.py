@@ -36,6 +36,7 @@ def with_train(tmp_path: Path, **changes) -> Path:
     ({"epochs": 0}, "train.epochs: must be at least 1"),
     ({"model": "resnet_does_not_exist"}, "train.model: unknown timm model 'resnet_does_not_exist'"),
     ({"device": "tpu"}, "train.device: must be one of auto, cpu, cuda"),
+    ({"optimizer": "nosuchopt"}, "train.optimizer: unknown timm optimizer 'nosuchopt'"),  # our model: timm still asked
     ({"augment": {"transform": {"__class_fullname__": "NoSuchTransform"}}},
      "train.augment: unknown Albumentations transform 'NoSuchTransform'"),
     ({"augment": {"transform": {"__class_fullname__": "HorizontalFlip", "probability": 0.5}}},
@@ -80,3 +81,9 @@ def test_dvc_yaml_tracks_every_train_param_but_folds() -> None:
     tracked = {p.split(".", 1)[1] for p in dvc["stages"]["train"]["do"]["params"]}
     fields = {f.name for f in dataclasses.fields(TrainParams)} - {"folds"}
     assert tracked == fields
+
+
+def test_export_timing_must_be_positive(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("export:\n  speed_seconds: 0\n")
+    with pytest.raises(UserError, match=r"export\.speed_seconds: must be > 0, got 0"):
+        load_section("export", ExportParams, tmp_path / "params.yaml")
