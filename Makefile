@@ -2,6 +2,11 @@
 # Both start from nothing but Python 3.11 and make: the venv, the packages and (for the tests) the
 # browser are installed here, never assumed.
 PYTHON ?= python3.11
+# Installs skip byte-compiling every file (--no-compile below); Python caches a module's bytecode the
+# first time it is imported instead. An environment with PYTHONDONTWRITEBYTECODE=1 (CI's, and this
+# machine's shell) would then recompile torch, timm and the rest in every process: torch's import
+# took 6 s instead of 3 and timm's 17 s instead of 6, and the suite twice as long.
+unexport PYTHONDONTWRITEBYTECODE
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -48,7 +53,7 @@ run: setup
 TEST_WORKERS ?= 2
 
 test: setup-test browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV)
