@@ -40,7 +40,7 @@ from pipeline.fold_data import (AugmentedBatches, EpochBatches, data_fingerprint
                                  load_prepared, seed_everything)
 from pipeline.hardware import autocast_dtype, resolve_device, resolve_precision  # noqa: F401
 from pipeline.metrics import from_meta as metric_of
-from pipeline.models import create_classifier, load_fold_model  # noqa: F401  (load_fold_model: bench, tests)
+from pipeline.models import create_classifier
 from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
 
