@@ -1,1 +1,1 @@
-"""foldwise training workflow: one module per DVC stage (download, prepare, train, ensemble, export, submit)."""
+"""foldwise: k-fold training of timm models with DVC (pipeline/) over an ONNX inference base (serve/)."""

@@ -60,6 +60,9 @@ def gpu_present() -> bool:
     return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
+PROVIDERS = ("auto", "cpu", "cuda")  # what --provider / predict.provider may ask for
+
+
 def choose_providers(request: str = "auto") -> list[str]:
     """Execution providers for a session: 'auto' (CUDA if usable, else CPU), 'cuda' or 'cpu'."""
     available = ort.get_available_providers()

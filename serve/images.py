@@ -68,7 +68,7 @@ class ImageSpec:
 
 
 def _pil():
-    from PIL import Image, ImageOps  # noqa: PLC0415  (Pillow loads only where images are read)
+    from PIL import Image, ImageOps  # Pillow loads only where images are read
     return Image, ImageOps
 
 

@@ -68,6 +68,12 @@ class PredictResult:
     model: str = ""
     why: str | None = None  # why this graph (when --model named export's report)
 
+    def summary(self, output: Path | str) -> str:
+        """The line `foldwise predict` and the predict stage print."""
+        resumed = f" (resumed after {self.resumed_rows})" if self.resumed_rows else ""
+        return (f"wrote {output}: {self.rows} rows{resumed}, {self.images_per_second:.0f} images/s on {self.provider}"
+                + (f" with {self.model} ({self.why})" if self.why else ""))
+
 
 def open_reader(engine: "Predictor", input_path: Path, ids_path: Path | None = None):
     """The chunked reader for a pixel CSV, a uint8 .npy or a folder of images (by suffix)."""
@@ -290,7 +296,7 @@ def format_rows(info: ModelInfo, ids: list[str], probs: np.ndarray, with_probs: 
 def finish_outputs(files: list[tuple[Path, Path]], sample, info, input_path) -> None:
     """Move finished (partial, final) files into place, labels first; with a sample submission,
     reorder the labels like it and validate them before they replace the output."""
-    from serve.submission import validate_submission  # noqa: PLC0415
+    from serve.submission import validate_submission
 
     if sample is None:
         for partial, final in files:

@@ -74,7 +74,7 @@ class SubmissionSpec:
         return out
 
 
-def _column_mismatch(path: os.PathLike | str, got: Sequence[str], want: Sequence[str], ref: str) -> str:
+def column_mismatch(path: os.PathLike | str, got: Sequence[str], want: Sequence[str], ref: str) -> str:
     extra = [c for c in got if c not in want]
     missing = [c for c in want if c not in got]
     detail = []
@@ -126,7 +126,7 @@ def validate_submission(path: str | os.PathLike, sample_path: str | os.PathLike,
     path = name or path
     sample = read_csv_strings(sample_path)
     if list(sub.columns) != list(sample.columns):
-        raise UserError(_column_mismatch(path, list(sub.columns), list(sample.columns), str(sample_path)))
+        raise UserError(column_mismatch(path, list(sub.columns), list(sample.columns), str(sample_path)))
     if not isinstance(spec, SubmissionSpec):
         spec = SubmissionSpec.labels(list(spec), str(sample.columns[0]), str(sample.columns[1]))
     check_no_gaps(sub, path)

@@ -102,8 +102,9 @@ def tiny_onnx(tmp_path_factory) -> Path:
 
     import torch
 
-    from pipeline.export import EnsembleModel, export_onnx
-    from pipeline.models import create_classifier
+    from pipeline.export.graph import export_onnx
+    from pipeline.modeling.classifier import create_classifier
+    from pipeline.modeling.ensemble import EnsembleModel
 
     torch.manual_seed(0)
     members = [create_classifier("foldwise_cnn", 10, 1, 28, [0.29], [0.35], model_kwargs={"widths": [8, 16, 16]}).eval()

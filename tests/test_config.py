@@ -8,8 +8,13 @@ import pytest
 import yaml
 
 from conftest import ROOT, assert_one_line_error, run_cli
-from pipeline.config import (DownloadParams, EnsembleParams, ExportParams, PredictParams, PrepareParams,
-                             SubmitParams, TrainParams, load_section)
+from pipeline.core.config import load_section
+from pipeline.data.download import DownloadParams
+from pipeline.data.prepare import PrepareParams
+from pipeline.export.params import ExportParams, PredictParams
+from pipeline.kaggle.params import SubmitParams
+from pipeline.modeling.ensemble import EnsembleParams
+from pipeline.training.params import TrainParams
 from serve.errors import UserError
 
 SECTIONS = {"download": DownloadParams, "prepare": PrepareParams, "train": TrainParams,

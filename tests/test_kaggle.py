@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import EMBEDDED, ROOT, assert_one_line_error, run_cli, write_zip
-from pipeline.confidence import wilson
+from pipeline.evaluation.confidence import wilson
 from kaggle_emulator import KaggleEmulator, kaggle_emulator  # noqa: F401  (the fixture)
 from test_e2e import dvc, make_project
 

@@ -20,8 +20,8 @@ import pytest
 from code_project import DATASET, KERNEL, SLUG, code_project, copy_project  # noqa: F401  (fixture)
 from conftest import assert_one_line_error, run_cli
 from kaggle_emulator import KaggleEmulator, kaggle_emulator  # noqa: F401  (the fixture)
-from pipeline.kaggle.graph import choose_graph
-from pipeline.scoring import score_submission
+from pipeline.export.choice import choose_graph
+from pipeline.evaluation.score import score_submission
 from serve.predict import predict_file
 from serve.submission import SubmissionSpec, validate_submission
 from test_kaggle import _clean_env, _no_key, _set_params
@@ -163,10 +163,11 @@ def in_process(code_project, kaggle_emulator, valid_submission, tmp_path, monkey
 
 
 def _run_stage():
-    from pipeline.config import SubmitParams, load_section
-    from pipeline.kaggle.code import run_stage
+    from pipeline.core.config import load_section
+    from pipeline.kaggle.code import run_code_submission
+    from pipeline.kaggle.params import SubmitParams
 
-    return run_stage(load_section("submit", SubmitParams))
+    return run_code_submission(load_section("submit", SubmitParams))
 
 
 DATASET_FIX = ("submit.dataset",)
@@ -247,9 +248,10 @@ def test_dry_run_builds_everything_and_changes_nothing_on_kaggle(in_process, kag
 
 
 def test_submissions_lists_code_and_file_submissions(in_process, kaggle_emulator, capsys):
-    from pipeline.config import SubmitParams, load_section
-    from pipeline.leaderboard import main as table
-    from pipeline.submit import run as submit_file
+    from pipeline.core.config import load_section
+    from pipeline.kaggle.params import SubmitParams
+    from pipeline.stages.submit import run as submit_file
+    from pipeline.tools.submissions import main as table
 
     code = _run_stage()
     shutil.copyfile(Path(code["output"]) / "submission.csv", "submissions/submission.csv")

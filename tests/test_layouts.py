@@ -118,8 +118,8 @@ def test_prepare_and_predict_give_identical_pixels_for_the_same_files(tmp_path: 
     prepare's decode and through predict's reader: the same uint8 pixels, the same predictions."""
     from PIL import Image
 
-    from pipeline.config import PrepareParams, build as build_params
-    from pipeline.prepare import run as prepare
+    from pipeline.core.config import build as build_params
+    from pipeline.data.prepare import PrepareParams, prepare
     from serve.engine import Engine
     from serve.readers import ImageFolderReader
 
@@ -170,8 +170,8 @@ def test_an_image_without_a_label_row_is_left_out_with_a_counted_warning(tmp_pat
     competition for them would help nobody; the count says how many were left out."""
     from PIL import Image
 
-    from pipeline.config import PrepareParams, build as build_params
-    from pipeline.prepare import run as prepare
+    from pipeline.core.config import build as build_params
+    from pipeline.data.prepare import PrepareParams, prepare
 
     folder = tmp_path / "comp"
     (folder / "train").mkdir(parents=True)

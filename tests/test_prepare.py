@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from conftest import assert_one_line_error, run_cli, write_zip
-from pipeline.archive import CompetitionArchive
-from pipeline.config import PrepareParams, build
-from pipeline.prepare import run, stratified_folds
+from pipeline.data.archive import CompetitionArchive
+from pipeline.core.config import build
+from pipeline.data.prepare import PrepareParams, stratified_folds
+from pipeline.data.prepare import prepare as run
 from serve.errors import UserError
 
 CLASSES = [f"c{i}" for i in range(10)]

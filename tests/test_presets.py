@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, assert_one_line_error, run_cli
-from pipeline.presets import apply_preset
+from pipeline.tools.preset import apply_preset
 from serve.errors import UserError
 
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))

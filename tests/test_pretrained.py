@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.models import create_classifier
+from pipeline.modeling.classifier import create_classifier
 from serve.errors import UserError
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import EMBEDDED, assert_one_line_error, run_cli
 from serve.errors import UserError
-from pipeline.scoring import score_submission
+from pipeline.evaluation.score import score_submission
 from serve.submission import validate_submission
 
 CLASSES = [str(i) for i in range(10)]
@@ -80,7 +80,7 @@ def test_score_of_a_missing_file_names_it(tmp_path: Path) -> None:
 
 def test_a_public_score_comes_with_its_binomial_interval() -> None:
     """Wilson 95% interval: textbook values; 3,000 public rows carry about ±0.9 points at 93%."""
-    from pipeline.confidence import compare_to_oof, wilson
+    from pipeline.evaluation.confidence import compare_to_oof, wilson
 
     lo, hi = wilson(0.5, 100)
     assert round(lo, 4) == 0.4038 and round(hi, 4) == 0.5962

@@ -84,22 +84,23 @@ def test_sigkill_then_repro_resumes_and_equals_an_uninterrupted_run(prepared_pro
 
 
 def test_a_checkpoint_of_other_params_is_not_resumed(prepared_project: Path, tmp_path: Path) -> None:
-    from pipeline.config import TrainParams, build
-    from pipeline.train import run
+    from pipeline.core.config import build
+    from pipeline.training.fold import run_fold as run
+    from pipeline.training.params import TrainParams
 
     os.chdir(prepared_project)
     params = build(TrainParams, {**TINY, "epochs": 1}, "train")
-    run(params, fold=1, seed=1, models=tmp_path / "m", checkpoints=tmp_path / "c", curves_dir=tmp_path / "v")
+    run(params, fold=1, seed=1, folds=tmp_path / "m", checkpoints=tmp_path / "c", curves=tmp_path / "v")
     first = _load(tmp_path / "c/fold1/last.pt")
     run(build(TrainParams, {**TINY, "epochs": 1, "lr": 0.001}, "train"), fold=1, seed=1,
-        models=tmp_path / "m", checkpoints=tmp_path / "c", curves_dir=tmp_path / "v")
+        folds=tmp_path / "m", checkpoints=tmp_path / "c", curves=tmp_path / "v")
     second = _load(tmp_path / "c/fold1/last.pt")
     assert first["signature"] != second["signature"] and second["epoch"] == 1
 
 
 def test_pretrained_without_hub_access_is_a_clear_error(tmp_path: Path) -> None:
     """In a fresh process (huggingface_hub reads HF_HUB_OFFLINE at import): no hub, an empty cache."""
-    code = ("from pipeline.models import create_classifier\n"
+    code = ("from pipeline.modeling.classifier import create_classifier\n"
             "from serve.errors import UserError\n"
             "try:\n"
             "    create_classifier('resnet18', 10, 1, 28, [0.3], [0.3], pretrained=True)\n"
@@ -116,8 +117,9 @@ def test_bf16_kill_and_resume_is_bit_identical(prepared_project: Path, tmp_path:
     """bf16 autocast (forced: on a CPU without native bf16 it is emulated), deterministic, the airbench-style
     net: a `foldwise train` process SIGKILLed after an epoch, resumed, ends with the weights of an
     uninterrupted run."""
-    from pipeline.config import TrainParams, build
-    from pipeline.train import run
+    from pipeline.core.config import build
+    from pipeline.training.fold import run_fold as run
+    from pipeline.training.params import TrainParams
 
     train = {**TINY, "epochs": 5, "amp": "bf16", "model": "foldwise_air",
              "model_kwargs": {"stem": 4, "widths": [8, 8, 8]}}
@@ -133,10 +135,10 @@ def test_bf16_kill_and_resume_is_bit_identical(prepared_project: Path, tmp_path:
 
     monkeypatch.chdir(project)
     params = build(TrainParams, train, "train")
-    caplog.set_level("INFO", logger="pipeline.train")
+    caplog.set_level("INFO", logger="pipeline.training.fold")
     run(params, fold=0, seed=3)  # resumes from the killed process's checkpoint
     assert f"resuming from models/checkpoints/fold0/last.pt after epoch {killed_at}" in caplog.text
-    run(params, fold=0, seed=3, models=tmp_path / "m", checkpoints=tmp_path / "c", curves_dir=tmp_path / "v")
+    run(params, fold=0, seed=3, folds=tmp_path / "m", checkpoints=tmp_path / "c", curves=tmp_path / "v")
     resumed, fresh = _load(project / "models/folds/fold0/model.pt"), _load(tmp_path / "m/fold0/model.pt")
     assert fresh["epoch"] == resumed["epoch"]
     for key, value in fresh["state_dict"].items():
@@ -149,7 +151,8 @@ def test_bf16_kill_and_resume_is_bit_identical(prepared_project: Path, tmp_path:
 def test_air_net_folds_its_batch_norms_for_inference_without_changing_outputs() -> None:
     """BN after the max-pool folds into the conv before it (its scale is frozen positive); ReLU moves before
     the pool. The inference form has no BatchNorm left and gives the same logits."""
-    from pipeline.models import create_classifier, fuse_for_inference
+    from pipeline.modeling.classifier import create_classifier
+    from pipeline.modeling.nets import fuse_for_inference
 
     torch.manual_seed(0)
     model = create_classifier("foldwise_air", 10, 1, 28, [0.286], [0.353], model_kwargs={"widths": [8, 16, 16]})

@@ -1,4 +1,4 @@
-"""The `foldwise` command: one subcommand per DVC stage, plus predict, serve, score, kaggle and bench.
+"""The `foldwise` command: the DVC stages by hand, project tools, predict and serve, Kaggle, benchmarks.
 
     foldwise prepare
     foldwise train --fold 0
@@ -6,11 +6,11 @@
     foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
     foldwise serve --model models/ensemble.onnx --port 8000
 
-One module per family of commands (stages, inference, kaggle, bench) registers them on the app of
-`app.py`. A user's mistake ends in one line `error: ...` and exit code 2; heavy imports (torch,
-timm) happen inside the commands that need them.
+One module per family of commands (stages, tools, inference, kaggle, bench) registers them on the
+app of `app.py`; each command parses, calls one function and prints. A user's mistake ends in one
+line `error: ...` and exit code 2; heavy imports (torch, timm) happen inside the commands that need them.
 """
+from pipeline.cli import bench, inference, kaggle, stages, tools  # register the commands
 from pipeline.cli.app import app, main
-from pipeline.cli import stages, inference, kaggle, bench  # noqa: F401,E402,I001  (register the commands, in help order)
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "bench", "inference", "kaggle", "stages", "tools"]

@@ -14,9 +14,10 @@ import typer
 from serve.errors import UserError
 
 from pipeline.cli.app import app
+from pipeline.core import paths
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios measured side by side in one run.")
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench_app, name="bench", rich_help_panel="Kaggle and benchmarks")
 
 
 @bench_app.command("train")
@@ -27,7 +28,7 @@ def bench_train(steps: int = typer.Option(40, help="Train steps per measurement.
 
     Example: foldwise bench train --steps 40
     """
-    from pipeline.bench import bench_train as run_bench
+    from pipeline.bench.train import bench_train as run_bench
 
     r = run_bench(steps=steps, fold=fold, rounds=rounds)
     typer.echo(f"model {r['model']}, batch {r['batch_size']}, workers {r['num_workers']}, "
@@ -55,7 +56,7 @@ def bench_fold(against: Path = typer.Option(..., help="Params or preset file who
     Example: foldwise bench fold --against presets/cpu-cnn-4ep.yaml
     """
 
-    from pipeline.bench import bench_fold as run_bench
+    from pipeline.bench.train import bench_fold as run_bench
 
     r = run_bench(against, steps=steps, fold=fold, rounds=rounds)
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -76,15 +77,15 @@ def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes 
 
     Also writes bench/infer.json, which the report shows.
     """
-    from pipeline.bench import bench_infer as run_bench
+    from pipeline.bench.infer import bench_infer as run_bench
 
     rows = run_bench(tuple(batch), threads)
     from datetime import datetime, timezone
 
     from serve.atomic import write_json
-    write_json(Path("bench/infer.json"), {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    write_json(paths.BENCH_INFER, {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                           "rows": rows})
-    from pipeline.hardware import describe
+    from pipeline.training.hardware import describe
 
     typer.echo(f"{rows[0]['folds']} folds x {rows[0]['views']} views, {rows[0]['threads']} threads, CPU "
                f"{describe()}")
@@ -106,7 +107,7 @@ def bench_decode(images: int = typer.Option(600, help="Generated JPEGs."),
 
     Example: foldwise bench decode --images 600
     """
-    from pipeline.bench import bench_decode as run_bench
+    from pipeline.bench.decode import bench_decode as run_bench
 
     r = run_bench(images, side, target)
     typer.echo(f"{r['images']} {r['source']} -> {r['target']}, {r['workers']} cores; images/s (median of rounds)")
@@ -117,14 +118,14 @@ def bench_decode(images: int = typer.Option(600, help="Generated JPEGs."),
 
 @bench_app.command("stream")
 def bench_stream(rows: int = typer.Option(1_000_000, help="Images in the generated pixel CSV."),
-                 model: Path = typer.Option(Path("models/ensemble_int8.onnx"), help="ONNX ensemble to run."),
-                 workdir: Path = typer.Option(Path("bench"), help="Where the CSV is generated (deleted after)."),
+                 model: Path = typer.Option(paths.graph("int8"), help="ONNX ensemble to run."),
+                 workdir: Path = typer.Option(paths.BENCH, help="Where the CSV is generated (deleted after)."),
                  keep: bool = typer.Option(False, help="Keep the generated CSV and predictions.")) -> None:
     """Peak memory of `foldwise predict` on a generated N-image pixel CSV (streaming check).
 
     Example: foldwise bench stream --rows 1000000
     """
-    from pipeline.bench import bench_stream as run_bench
+    from pipeline.bench.stream import bench_stream as run_bench
 
     r = run_bench(rows, model, workdir, keep=keep)
     typer.echo(f"{r['rows']} images ({r['input_bytes'] / 1e9:.2f} GB CSV) with {r['model']}: "
@@ -146,7 +147,7 @@ def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on
 
     Example: foldwise bench parallel --epochs 1
     """
-    from pipeline.distributed.bench import bench_parallel as run_bench
+    from pipeline.bench.parallel import bench_parallel as run_bench
 
     r = run_bench(epochs=epochs or None, workers=workers, rounds=rounds, train_rows=train_rows, keep=keep)
     typer.echo(f"{r['folds']} folds x {r['epochs']} epochs, {r['train_rows']} training images, on {r['cpu']}")
@@ -161,7 +162,7 @@ def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on
 
 
 @bench_app.command("serve")
-def bench_serve(model: Path = typer.Option(Path("models/ensemble.onnx"), help="ONNX ensemble to serve."),
+def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensemble to serve."),
                 threads: Optional[int] = typer.Option(None, help="onnxruntime threads, server and offline alike "
                                                                "[default: all cores]."),
                 max_batch: int = typer.Option(64, help="The server's --max-batch."),
@@ -194,7 +195,7 @@ def bench_serve(model: Path = typer.Option(Path("models/ensemble.onnx"), help="O
     token = read_token(token_file) if token_file else None
     r = run_bench(model, threads, max_batch, max_delay_ms, tuple(concurrency), tuple(size), images, seconds,
                   offline_images, soak_seconds, soak_concurrency, url, token, progress=typer.echo)
-    write_json(Path("bench/serve.json"), {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **r})
+    write_json(paths.BENCH_SERVE, {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **r})
     typer.echo(f"\n{r['model']} on {r['provider']}, {r['threads'] or 'all'} threads; max batch {r['max_batch']}, "
                f"max delay {r['max_delay_ms']:g} ms")
     typer.echo(f"CPU: {r['cpu']}; load average {r['load_average_start']} (start), {r['load_average_end']} (end)")

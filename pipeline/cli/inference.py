@@ -14,7 +14,9 @@ from serve.errors import UserError
 
 from pipeline.cli.app import app
 
-@app.command()
+PANEL = "Inference"
+
+@app.command(rich_help_panel=PANEL)
 def predict(
     model: Path = typer.Option(..., "--model", "-m", help="ONNX ensemble written by `foldwise export`, or "
                                "models/export.json: the fastest graph within export.predict_tolerance OOF of fp32."),
@@ -47,7 +49,8 @@ def predict(
       foldwise predict --model models/export.json --input test.csv --output preds.csv   (export's choice of graph)
       foldwise predict --ray --model models/ensemble.onnx --input 'test/*.csv' --output preds.csv
     """
-    from pipeline.config import PredictParams, build, load_section
+    from pipeline.core.config import build, load_section
+    from pipeline.export.params import PredictParams
     from serve.paths import refuse_overwrite
     from serve.predict import PARTIAL_SUFFIXES, predict_file
 
@@ -66,9 +69,7 @@ def predict(
     result = predict_file(model, input, output, ids_path=ids, sample=sample, batch_size=chosen.batch_size,
                           provider=chosen.provider, threads=chosen.threads, probs_output=probs,
                           chunk_rows=chunk_rows, require_gpu=require_gpu)
-    resumed = f" (resumed after {result.resumed_rows})" if result.resumed_rows else ""
-    typer.echo(f"wrote {output}: {result.rows} rows{resumed}, {result.images_per_second:.0f} images/s "
-               f"on {result.provider}" + (f" with {result.model} ({result.why})" if result.why else ""))
+    typer.echo(result.summary(output))
 
 
 def _predict_ray(model: Path, input_spec: str, output: Path, ids: Optional[Path], sample: Optional[Path],
@@ -76,7 +77,8 @@ def _predict_ray(model: Path, input_spec: str, output: Path, ids: Optional[Path]
                  chunk_rows: int, require_gpu: bool, config: Optional[Path], address: Optional[str],
                  workers: Optional[int], shard_rows: int) -> None:
     """`foldwise predict --ray`: pipeline/distributed/ray_predict.py."""
-    from pipeline.config import PredictParams, build, load_section
+    from pipeline.core.config import build, load_section
+    from pipeline.export.params import PredictParams
     from pipeline.distributed.ray_predict import predict_distributed
 
     if ids is not None or require_gpu:
@@ -92,7 +94,7 @@ def _predict_ray(model: Path, input_spec: str, output: Path, ids: Optional[Path]
                f"in {result['seconds']:.0f} s")
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def serve(
     model: Path = typer.Option(..., "--model", "-m", help="ONNX ensemble written by `foldwise export`."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (any non-loopback one needs --token-file)."),
@@ -126,11 +128,12 @@ def serve(
     Example: foldwise serve --model models/ensemble.onnx --port 8000
              curl -F file=@shoe.png http://127.0.0.1:8000/predict
     """
+    from serve.engine import PROVIDERS
     from serve.http.config import ServeConfig
     from serve.http.server import run
 
-    if provider not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--provider {provider!r}: use auto, cpu or cuda")
+    if provider not in PROVIDERS:
+        raise UserError(f"--provider {provider!r}: use {', '.join(PROVIDERS[:-1])} or {PROVIDERS[-1]}")
     run(ServeConfig(model=str(model), model_name=model_name, host=host, port=port, workers=workers,
                     provider=provider, threads=threads, require_gpu=require_gpu, max_batch=max_batch,
                     max_delay_ms=max_delay_ms, max_queue=max_queue, max_images=max_images, max_body_mb=max_body_mb,

@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
-
 from pipeline.cli.app import app
 
 kaggle_app = typer.Typer(no_args_is_help=True, help="Code competitions: the model as a Kaggle dataset, an offline "
                                                     "inference notebook, pushed and submitted (params `submit`).")
-app.add_typer(kaggle_app, name="kaggle")
+app.add_typer(kaggle_app, name="kaggle", rich_help_panel="Kaggle and benchmarks")
 
 
 def _submit_params():
-    from pipeline.config import SubmitParams, load_section
+    from pipeline.core.config import load_section
+    from pipeline.kaggle.params import SubmitParams
+
     return load_section("submit", SubmitParams)
 
 

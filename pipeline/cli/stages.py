@@ -1,64 +1,41 @@
-"""`foldwise` commands that run one DVC stage each (init writes params), plus compare, submissions,
-score and preset.
+"""`foldwise` commands that run one DVC stage each (the same code as `python -m pipeline.stages.<name>`).
 
     foldwise prepare
     foldwise train --fold 0
-    foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
+    foldwise train --parallel          # every stale train@k on Ray
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Optional
 
 import typer
 
+from pipeline.cli.app import app
 from serve.errors import UserError
 
-from pipeline.cli.app import app
+PANEL = "Pipeline stages (what dvc repro runs)"
 
-@app.command()
-def init(source: str = typer.Argument(..., help="The competition: a zip, a folder in Kaggle's layout, or a "
-                                                 "Kaggle competition slug."),
-         params: Path = typer.Option(Path("params.yaml"), help="Params file whose download and prepare sections "
-                                                               "are written.")) -> None:
-    """Inspect a competition and write params.yaml's `download` and `prepare` sections (comments kept).
-
-    Detects the layout (pixel CSV, labels CSV + image folder, class folders), files, id and target
-    columns, classes, image size and channels, submission kind and a metric guess; prints what it
-    found and what to confirm. Then: dvc repro.
-
-    Example: foldwise init ~/Downloads/aerial-cactus-identification.zip && dvc repro
-    """
-    from pipeline.initialize import run as run_init, summary
-
-    found = run_init(source, params)
-    for line in summary(found):
-        typer.echo(line)
-    typer.echo(f"{params}: set {', '.join(found['changed']) or 'nothing new'}; next: dvc repro")
-
-
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def download() -> None:
     """Stage download: params `download` -> data/raw/competition.zip, data/raw/source.json.
 
     Example: foldwise download
     """
-    from pipeline import sources
-    sources.main()
+    from pipeline.stages.download import main as stage
+    stage()
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def prepare() -> None:
     """Stage prepare: data/raw/competition.zip -> validated arrays and folds in data/prepared/.
 
     Example: foldwise prepare
     """
-    from pipeline import prepare as stage
-    stage.main()
+    from pipeline.stages.prepare import main as stage
+    stage()
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def train(fold: Optional[int] = typer.Option(None, "--fold", "-k", help="Fold index (0-based)."),
           seed: Optional[int] = typer.Option(None, help="Seed [default: this fold's seed in train.folds]."),
           parallel: bool = typer.Option(False, "--parallel", help="Train every stale train@k at once on Ray, "
@@ -92,114 +69,46 @@ def train(fold: Optional[int] = typer.Option(None, "--fold", "-k", help="Fold in
         return
     if fold is None:
         raise UserError("--fold is required (or --parallel for every stale fold)")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
-        from pipeline.distributed.ddp import main as ddp_main
-        ddp_main(fold, seed, sync_bn=sync_bn)
-        return
-    if sync_bn:
-        raise UserError("--sync-bn applies to DDP runs under torchrun (WORLD_SIZE > 1)")
-    from pipeline import train as stage
-    stage.main(fold, seed)
+    from pipeline.stages.train import main as stage
+    stage(fold, seed, sync_bn=sync_bn)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def ensemble() -> None:
     """Stage ensemble: OOF predictions of all folds -> metrics.json, models/ensemble.json.
 
     Example: foldwise ensemble
     """
-    from pipeline import ensemble as stage
-    stage.main()
+    from pipeline.stages.ensemble import main as stage
+    stage()
 
 
-@app.command()
-def compare(plot: Optional[Path] = typer.Option(Path("experiments.png"), help="Bar plot of OOF vs public/local "
-                                                                              "score per experiment.")) -> None:
-    """DVC experiments side by side: changed params, OOF accuracy, public or local score.
-
-    Example: dvc exp run --queue -n mlp -S train.model=foldwise_mlp && dvc queue start && foldwise compare
-    """
-    from pipeline.compare import main as run_compare
-    run_compare(plot)
-
-
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def report() -> None:
     """Stage report: reports/index.html (self-contained: curves, fold table, confusion matrix, image grids,
     export deltas, throughput, submission, environment) and its PNGs.
 
     Example: foldwise report && xdg-open reports/index.html
     """
-    from pipeline import report as stage
-    stage.main()
+    from pipeline.stages.report import main as stage
+    stage()
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def export() -> None:
     """Stage export: fold models -> models/ensemble.onnx (one graph), parity-checked with onnxruntime.
 
     Example: foldwise export
     """
-    from pipeline import export as stage
-    stage.main()
+    from pipeline.stages.export import main as stage
+    stage()
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def submit(dry_run: bool = typer.Option(False, "--dry-run", help="Validate and look for a duplicate; upload nothing.")) -> None:
     """Stage submit: validate submissions/submission.csv, upload it once (submit.enabled), wait for the score.
 
     Example: foldwise submit --dry-run
     """
-    from pipeline import submit as stage
-    stage.main(dry_run=dry_run)
-
-
-@app.command()
-def submissions(competition: Optional[str] = typer.Option(None, help="Kaggle slug (default: submit.competition "
-                                                                         "or the slug the data came from)."),
-                history: Path = typer.Option(Path("submissions/history.json"), help="Local file hash -> OOF record."),
-                public_rows: Optional[int] = typer.Option(None, help="Test rows behind the public score, for its 95% "
-                                                                      "CI (default: submit.public_rows).")) -> None:
-    """The competition's submissions: public score, its 95% CI and each file's local OOF accuracy side by side.
-
-    Example: foldwise submissions --competition fashion-mnist
-    """
-    from pipeline.leaderboard import main as run_table
-    run_table(competition, history, public_rows)
-
-
-@app.command()
-def score(submission: Path = typer.Argument(..., help="Submission CSV (labels, or probabilities)."),
-          solution: Path = typer.Argument(..., help="Solution CSV (id,label[,Usage], or one 0/1 column per class) "
-                                                    "for some or all ids."),
-          metric: str = typer.Option("auto", help="auto | accuracy | log_loss | roc_auc | f1_macro | qwk (auto: "
-                                                  "accuracy for labels, roc_auc for one probability column, log_loss "
-                                                  "for one per class)."),
-          positive: Optional[str] = typer.Option(None, help="One probability column: the class it is the "
-                                                            "probability of [default: the second class]")) -> None:
-    """Score a submission on the ids a solution file covers, with the competition's metric.
-
-    Example: foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
-    """
-    from pipeline.scoring import score_submission
-
-    r = score_submission(submission, solution, metric, positive)
-    if r.metric == "accuracy":
-        typer.echo(f"accuracy {r.accuracy:.4f} ({r.n_correct}/{r.n_scored} ids of {solution})")
-    else:
-        typer.echo(f"{r.metric} {r.value:.4f} ({r.n_scored} ids of {solution}; accuracy {r.accuracy:.4f})")
-
-
-@app.command()
-def preset(path: Path = typer.Argument(..., help="A presets/*.yaml file."),
-           params: Path = typer.Option(Path("params.yaml"), help="Params file to update.")) -> None:
-    """Merge a preset (partial params file) into params.yaml, validating the result first.
-
-    Example: foldwise preset presets/course-mlp.yaml && dvc repro
-    """
-    from pipeline.presets import apply_preset
-
-    changed = apply_preset(path, params)
-    typer.echo(f"{params}: set {', '.join(changed)} from {path}")
-
-
+    from pipeline.stages.submit import main as stage
+    stage(dry_run=dry_run)

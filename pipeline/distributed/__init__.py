@@ -4,7 +4,7 @@
     foldwise train --parallel [--address ray://head:10001]     # parallel_folds.py: every stale train@k at once
     torchrun --nproc-per-node 4 --no-python foldwise train --fold 0   # ddp.py: one fold, N processes
     foldwise predict --ray --input 'shards/*.csv' --model m.onnx --output preds.csv   # ray_predict.py
-    foldwise bench parallel --epochs 1                         # bench.py: parallel vs sequential folds
+    (dvcstate.py: what DVC knows of the fold stages; `foldwise bench parallel`: pipeline/bench/parallel.py)
 
 Ray is an optional extra (`pip install -e '.[ray]'`); nothing here imports it at module level,
 and nothing used by inference imports torch.

@@ -22,7 +22,7 @@ INSTALL_HINT = "pip install -e '.[ray]'"
 def import_ray() -> ModuleType:
     """The `ray` module, or a one-line UserError saying how to install the optional extra."""
     try:
-        import ray  # noqa: PLC0415
+        import ray
     except ImportError:
         raise UserError(f"Ray is not installed: it is an optional extra ({INSTALL_HINT})") from None
     return ray
@@ -30,8 +30,8 @@ def import_ray() -> ModuleType:
 
 def runtime_env() -> dict:
     """Ship this checkout's `pipeline` and `serve` packages to every worker (no shared filesystem)."""
-    import pipeline  # noqa: PLC0415
-    import serve  # noqa: PLC0415
+    import pipeline
+    import serve
     return {"py_modules": [pipeline, serve], "excludes": ["__pycache__", "*.pyc"]}
 
 

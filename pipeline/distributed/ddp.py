@@ -1,12 +1,13 @@
 """One fold on several processes (GPUs, or CPU processes) with torch.distributed DDP, under torchrun.
 
     torchrun --nproc-per-node 4 --no-python foldwise train --fold 0            # 4 GPUs of one box
+    torchrun --nproc-per-node 4 -m pipeline.stages.train --fold 0              # the same, as dvc.yaml's command
     torchrun --nproc-per-node 4 --no-python foldwise train --fold 0 --sync-bn  # BatchNorm statistics over all 4
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint head:29400 \\
         --no-python foldwise train --fold 0                                     # 16 GPUs on 2 nodes
 
-`foldwise train` sees torchrun's WORLD_SIZE and runs the same training loop as a single process
-(pipeline/train.py `run`), with these hooks:
+The train stage (pipeline/stages/train.py) sees torchrun's WORLD_SIZE and runs the same training
+loop as a single process (pipeline/training/fold.py `run_fold`), with these hooks:
 - batches: torch's `DistributedSampler` over the fold's training rows, seeded with the fold's
   seed and `set_epoch` each epoch; each rank takes `train.batch_size / world_size` rows per step
   (the global batch, hence the schedule, stays the one params.yaml gives);
@@ -32,8 +33,11 @@ import torch.distributed as torch_dist
 import torch.nn as nn
 from torch.utils.data import DistributedSampler
 
+from pipeline.data.batches import EpochBatches, derive_seed
+from pipeline.training.fold import run_fold
+from pipeline.training.hardware import resolve_device
+from pipeline.training.params import TrainParams
 from serve.errors import UserError
-from pipeline.train import EpochBatches, derive_seed
 
 _logger = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ class ShardedEpochBatches(EpochBatches):
 
 
 class DDPContext:
-    """What pipeline/train.py's `run(dist=...)` asks of a distributed run (see the module docstring)."""
+    """What pipeline/training/fold.py's `run_fold(dist=...)` asks of a distributed run (see the module docstring)."""
 
     def __init__(self, sync_bn: bool = False) -> None:
         self.rank = torch_dist.get_rank()
@@ -93,7 +97,7 @@ class DDPContext:
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """DDP around the model (SyncBatchNorm first, in place, when asked)."""
-        from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+        from torch.nn.parallel import DistributedDataParallel
 
         if self.sync_bn:
             converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -141,14 +145,9 @@ class DDPContext:
         return out
 
 
-def main(fold: int, seed: int | None = None, sync_bn: bool = False) -> None:
-    """Entry point under torchrun: init the process group, train the fold, tear down."""
-    from pipeline import train  # noqa: PLC0415
-    from pipeline.config import TrainParams, load_section  # noqa: PLC0415
-
-    params = load_section("train", TrainParams)
-    seed = train.fold_seed(params, fold, seed)
-    device = train.resolve_device(params.device)
+def train_distributed(params: TrainParams, fold: int, seed: int, sync_bn: bool = False) -> dict:
+    """Under torchrun: init the process group, train the fold on every rank, tear down (rank 0's metrics)."""
+    device = resolve_device(params.device)
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -158,6 +157,6 @@ def main(fold: int, seed: int | None = None, sync_bn: bool = False) -> None:
             logging.getLogger("pipeline").setLevel(logging.WARNING)
         _logger.info("fold %d: DDP over %d processes (%s, rank %d)", fold, ctx.world,
                      torch_dist.get_backend(), ctx.rank)
-        train.run(params, fold, seed, dist=ctx)
+        return run_fold(params, fold, seed, dist=ctx)
     finally:
         torch_dist.destroy_process_group()

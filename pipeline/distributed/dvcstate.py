@@ -24,7 +24,7 @@ from pathlib import Path
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
-TRAIN_CMD = re.compile(r"^foldwise\s+train\s+--fold\s+(\d+)\s+--seed\s+(\d+)\s*$")
+TRAIN_CMD = re.compile(r"^python\s+-m\s+pipeline\.stages\.train\s+--fold\s+(\d+)\s+--seed\s+(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def fold_stages(root: Path, group: str = "train") -> list[FoldStage]:
     """Every `<group>@k` stage of the project, with its fold, seed and outputs (DVC's Python API)."""
-    from dvc.exceptions import DvcException  # noqa: PLC0415
-    from dvc.repo import Repo  # noqa: PLC0415
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
 
     try:
         with Repo(str(root)) as repo:
@@ -64,7 +64,7 @@ def fold_stages(root: Path, group: str = "train") -> list[FoldStage]:
             for s in stages:
                 m = TRAIN_CMD.match(s.cmd or "")
                 if not m:
-                    raise UserError(f"dvc.yaml: stage {s.name}: cmd {s.cmd!r} is not `foldwise train --fold K --seed S`, "
+                    raise UserError(f"dvc.yaml: stage {s.name}: cmd {s.cmd!r} is not `python -m pipeline.stages.train --fold K --seed S`, "
                                     "which parallel folds run on the workers")
                 found.append(FoldStage(s.name, int(m.group(1)), int(m.group(2)), tuple(o.def_path for o in s.outs)))
     except DvcException as exc:
@@ -76,8 +76,8 @@ def fold_stages(root: Path, group: str = "train") -> list[FoldStage]:
 
 def upstream_stage_names(root: Path, names: list[str]) -> list[str]:
     """The stages the given ones depend on, directly or not (DVC's stage graph)."""
-    import networkx as nx  # noqa: PLC0415  (a DVC dependency)
-    from dvc.repo import Repo  # noqa: PLC0415
+    import networkx as nx  # a DVC dependency
+    from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         by_name = {s.name: s for s in repo.index.stages}  # (`addressing` would be relative to the cwd)
@@ -98,7 +98,7 @@ def reproduce_upstream(root: Path, stages: list[FoldStage]) -> None:
 
 def stale_stages(root: Path, stages: list[FoldStage]) -> list[FoldStage]:
     """The fold stages `dvc status` reports as changed (deps, params, outs, or never built)."""
-    from dvc.repo import Repo  # noqa: PLC0415
+    from dvc.repo import Repo
 
     with contextlib.chdir(root), Repo(".") as repo:  # stage names resolve against the working directory
         changed = repo.status(targets=[s.name for s in stages])
@@ -108,7 +108,7 @@ def stale_stages(root: Path, stages: list[FoldStage]) -> list[FoldStage]:
 def commit(root: Path, names: list[str]) -> None:
     """`dvc commit --force`: record the stages' current deps, params and outs in dvc.lock, their
     outputs in DVC's cache, and the runs in the run-cache, as `dvc repro` would have."""
-    from dvc.repo import Repo  # noqa: PLC0415
+    from dvc.repo import Repo
 
     if not names:
         return

@@ -11,7 +11,7 @@
 2. data/prepared goes into Ray's object store once; each fold is a task with the resources it
    needs (`num_cpus` = its torch threads, `num_gpus`: Ray pins the process to its GPU through
    CUDA_VISIBLE_DEVICES), spread over the nodes. The worker writes the data into its own
-   temporary folder, runs the same `pipeline.train.run` as `foldwise train`, and returns the
+   temporary folder, runs the same `run_fold` (pipeline/training/fold.py) as the train stage, and returns the
    files of the stage's outputs; no filesystem is shared. A checkpoint of an interrupted
    earlier run of the fold (models/checkpoints/fold<k>/last.pt) travels with the task, so the
    fold resumes.
@@ -31,15 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.config import TrainParams, load_section
+from pipeline.core import paths
+from pipeline.core.config import build, load_section
 from pipeline.distributed import dvcstate
 from pipeline.distributed.cluster import connect, node_id
+from pipeline.training.params import TrainParams
 from serve.atomic import write_bytes
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
-PREPARED = Path("data/prepared")
-CHECKPOINTS = Path("models/checkpoints")
 
 
 def read_tree(folder: Path) -> dict[str, bytes]:
@@ -59,10 +59,9 @@ def write_tree(folder: Path, files: dict[str, bytes]) -> None:
 def train_fold_task(fold: int, seed: int, params: dict, prepared: dict[str, bytes], checkpoint: bytes | None,
                     threads: int) -> dict:
     """On a Ray worker: train one fold in a private folder; return its output files and metrics."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from pipeline import train  # noqa: PLC0415
-    from pipeline.config import build  # noqa: PLC0415
+    from pipeline.training.fold import run_fold  # torch and timm only on the workers
 
     log = logging.getLogger("pipeline")
     if not log.handlers:  # worker output reaches the driver's console through Ray's log forwarding
@@ -74,15 +73,14 @@ def train_fold_task(fold: int, seed: int, params: dict, prepared: dict[str, byte
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"foldwise-fold{fold}-") as tmp:
         base = Path(tmp)
-        write_tree(base / train.PREPARED, prepared)
+        write_tree(base / paths.PREPARED, prepared)
         if checkpoint is not None:
-            write_tree(base / train.CHECKPOINTS / f"fold{fold}", {"last.pt": checkpoint})
-        metrics = train.run(build(TrainParams, params, "train"), fold, seed, prepared=base / train.PREPARED,
-                            models=base / train.MODELS, checkpoints=base / train.CHECKPOINTS,
-                            curves_dir=base / train.CURVES)
+            write_tree(base / paths.checkpoint(fold).parent, {paths.checkpoint(fold).name: checkpoint})
+        metrics = run_fold(build(TrainParams, params, "train"), fold, seed, prepared=base / paths.PREPARED,
+                           folds=base / paths.FOLDS, checkpoints=base / paths.CHECKPOINTS, curves=base / paths.CURVES)
         made = {rel: data for rel, data in ((p.relative_to(base).as_posix(), p) for p in sorted(base.rglob("*"))
                                             if p.is_file())
-                if not rel.startswith((train.PREPARED.as_posix() + "/", train.CHECKPOINTS.as_posix() + "/"))}
+                if not rel.startswith((paths.PREPARED.as_posix() + "/", paths.CHECKPOINTS.as_posix() + "/"))}
         files = {rel: p.read_bytes() for rel, p in made.items()}
     return {"files": files, "metrics": metrics, "node": node_id(), "threads": torch.get_num_threads(),
             "seconds": time.perf_counter() - t0}
@@ -155,12 +153,12 @@ def train_parallel(root: Path = Path("."), address: str | None = None, cpus_per_
         raise UserError(f"each fold asks for {cpus:g} CPUs and {gpus:g} GPUs on one node; the Ray cluster's "
                         "nodes have " + ", ".join(f"{n.get('CPU', 0):g} CPUs/{n.get('GPU', 0):g} GPUs" for n in nodes))
     threads = max(1, int(cpus))
-    prepared = ray.put(read_tree(root / PREPARED))
+    prepared = ray.put(read_tree(root / paths.PREPARED))
     task = ray.remote(train_fold_task).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD",
                                                max_retries=1)
     pending = {}
     for s in stale:
-        ckpt = root / CHECKPOINTS / f"fold{s.fold}" / "last.pt"
+        ckpt = root / paths.checkpoint(s.fold)
         pending[task.remote(s.fold, s.seed, dataclasses.asdict(params), prepared,
                             ckpt.read_bytes() if ckpt.is_file() else None, threads)] = s
     _logger.info("%d folds on Ray: %g CPUs (%d torch threads) and %g GPUs each", len(stale), cpus, threads, gpus)

@@ -55,7 +55,7 @@ class ShardPredictor:
 
     def __init__(self, model: list, provider: str, threads: int | None, batch_size: int, chunk_rows: int,
                  with_probs: bool) -> None:
-        import ray  # noqa: PLC0415
+        import ray
 
         self.dir = Path(tempfile.mkdtemp(prefix="foldwise-predict-"))
         path = self.dir / "model.onnx"
@@ -149,7 +149,7 @@ def _run_on_ray(todo: list[Shard], model: Path, state: ShardState, address: str 
                 threads: int | None, provider: str, batch_size: int, chunk_rows: int,
                 with_probs: bool) -> tuple[list[tuple[Shard, str]], set[str]]:
     ray = connect(address)
-    import ray.data  # noqa: PLC0415,F401
+    import ray.data  # noqa: F401
 
     context = ray.data.DataContext.get_current()  # our per-shard log lines are the progress report
     context.enable_progress_bars = context.print_on_execution_start = context.enable_auto_log_stats = False

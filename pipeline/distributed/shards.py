@@ -142,7 +142,7 @@ class ShardState:
 def refuse_overwriting_shards(outputs: dict[str, Path | None], shards: list[Shard]) -> None:
     """UserError if an output (or its `.partial`/`.shards`) is one of the input files: CSVs are compared
     as files, image folders by folder and name (cheap however many images there are)."""
-    from serve.paths import refuse_overwrite, same_file  # noqa: PLC0415
+    from serve.paths import refuse_overwrite, same_file
 
     refuse_overwrite(outputs, {f"--input {s.source}": Path(s.source) for s in shards if s.kind == "csv"},
                      partial_suffixes=(".partial", ".partial.json", ".shards"))

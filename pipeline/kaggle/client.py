@@ -88,7 +88,7 @@ def api():
     if credentials_source() is None:
         raise UserError(NO_CREDENTIALS)
     with contextlib.redirect_stdout(io.StringIO()):
-        from kaggle.api.kaggle_api_extended import KaggleApi  # noqa: PLC0415
+        from kaggle.api.kaggle_api_extended import KaggleApi
         client = KaggleApi()
         try:
             client.authenticate()
@@ -237,7 +237,7 @@ def username() -> str | None:
 def sdk_call(client: Any, service: str, method: str, request: Any, missing_ok: bool = False) -> Any:
     """One kagglesdk call (`service` e.g. "datasets.dataset_api_client") through the authenticated
     client's HTTP session; None for a 404 when `missing_ok` (how "does it exist yet?" is asked)."""
-    from requests.exceptions import HTTPError  # noqa: PLC0415
+    from requests.exceptions import HTTPError
 
     try:
         with client.build_kaggle_client() as kaggle:

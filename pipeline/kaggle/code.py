@@ -18,15 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from pipeline.config import SubmitParams
+from pipeline.core import paths
 from pipeline.kaggle import notebook as nb
 from pipeline.kaggle import package, push
 from pipeline.kaggle.client import NO_CREDENTIALS, api, credentials_source
+from pipeline.kaggle.history import update_history
+from pipeline.kaggle.params import SubmitParams
 from serve.atomic import write_json
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
-PREPARED = Path("data/prepared")
 
 
 def _manifest() -> dict:
@@ -49,11 +50,9 @@ def _uploaded(manifest: dict) -> dict:
 
 
 def push_receipt(params: SubmitParams, notebook: Path | None = None, dry_run: bool = False,
-                 receipt: Path = Path("submissions/receipt.json"), history: Path = Path("submissions/history.json"),
+                 receipt: Path = paths.RECEIPT, history: Path = paths.HISTORY,
                  sleep: Callable[[float], None] = time.sleep) -> dict:
     """`foldwise kaggle push`: push, run, submit; write the receipt and the history entry."""
-    from pipeline.submit import update_history  # noqa: PLC0415
-
     refs = package.refs(params)
     manifest = _manifest()
     path = notebook or nb.default_path(refs)
@@ -64,12 +63,13 @@ def push_receipt(params: SubmitParams, notebook: Path | None = None, dry_run: bo
                         "`foldwise kaggle notebook` again")
     uploaded = ({"dataset": refs.dataset, "model": manifest["model"], "graph": manifest["graph"]} if dry_run
                 else _uploaded(manifest))
-    meta = json.loads((PREPARED / "meta.json").read_text())
+    prepared = paths.Prepared()
+    meta = json.loads(prepared.meta.read_text())
     oof = {"metric": manifest.get("metric"), "score": manifest.get("oof_score"),
            "accuracy": manifest.get("oof_accuracy")}
     record: dict = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
-        push.run(api(), refs, path, tag, uploaded, params, meta, PREPARED / "sample_submission.csv", oof,
+        push.run(api(), refs, path, tag, uploaded, params, meta, prepared.sample_submission, oof,
                  manifest["params_hash"], record, dry_run=dry_run, sleep=sleep)
     finally:  # kept whenever Kaggle holds something of this notebook (a version, a submission), failed or not
         if not dry_run and (record.get("kernel_version") or record.get("ref")):
@@ -86,7 +86,7 @@ def push_receipt(params: SubmitParams, notebook: Path | None = None, dry_run: bo
     return record
 
 
-def run_stage(params: SubmitParams, receipt: Path = Path("submissions/receipt.json"),
+def run_code_submission(params: SubmitParams, receipt: Path = paths.RECEIPT,
               sleep: Callable[[float], None] = time.sleep) -> dict:
     """The submit stage with `submit.mode: code`: package, notebook and push as params.yaml says."""
     reason = None

@@ -19,14 +19,15 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline.config import SubmitParams
+from pipeline.core import paths
 from pipeline.kaggle import cells
 from pipeline.kaggle.package import DATASET_DIR, MANIFEST, Refs
+from pipeline.kaggle.params import SubmitParams
 from serve.atomic import write_text
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
-KERNEL_DIR = Path("kaggle/kernel")
+KERNEL_DIR = paths.KAGGLE_KERNEL
 BATCH_SIZE = 256  # `foldwise predict`'s default, so both write the same bytes
 
 
@@ -44,7 +45,7 @@ def test_files(meta: dict) -> tuple[str, str]:
 
 def build(manifest: dict, meta: dict, refs_: Refs, params: SubmitParams):
     """The notebook (an nbformat NotebookNode) and its content tag."""
-    import nbformat  # noqa: PLC0415
+    import nbformat
 
     test, sample = test_files(meta)
     settings = cells.SETTINGS.format(
@@ -72,9 +73,9 @@ def default_path(refs_: Refs) -> Path:
 
 
 def write(refs_: Refs, params: SubmitParams, output: Path | None = None, dataset_dir: Path = DATASET_DIR,
-          prepared: Path = Path("data/prepared")) -> tuple[Path, str]:
+          prepared: Path = paths.PREPARED) -> tuple[Path, str]:
     """Write the notebook (atomically); return its path and tag."""
-    import nbformat  # noqa: PLC0415
+    import nbformat
 
     manifest_path = dataset_dir / MANIFEST
     if not manifest_path.is_file():
@@ -83,7 +84,7 @@ def write(refs_: Refs, params: SubmitParams, output: Path | None = None, dataset
     if manifest.get("dataset") != refs_.dataset:
         raise UserError(f"{manifest_path}: built for dataset '{manifest.get('dataset')}', but submit.dataset is "
                         f"'{refs_.dataset}'; run `foldwise kaggle package` again")
-    meta_path = prepared / "meta.json"
+    meta_path = paths.Prepared(prepared).meta
     if not meta_path.is_file():
         raise UserError(f"{meta_path}: not found; run `foldwise prepare` first")
     nb, tag = build(manifest, json.loads(meta_path.read_text()), refs_, params)

@@ -27,16 +27,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.config import SubmitParams, params_hash, read_params
+from pipeline.core.config import params_hash, read_params
+from pipeline.core.provenance import git_commit
+from pipeline.kaggle.params import SubmitParams
 from pipeline.kaggle.client import api, call, poll_until, sdk_call, status_name, username
-from pipeline.kaggle.graph import FILES, choose_graph
+from pipeline.core import paths
+from pipeline.export.choice import choose_graph
 from pipeline.kaggle.wheels import build_serve_wheel, default_requirements, download_wheels, serve_sources, source_hash
 from serve.atomic import replace_dir, sha256_file, write_json
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
-DATASET_DIR = Path("kaggle/dataset")
-RECORD = Path("kaggle/package.json")
+DATASET_DIR = paths.KAGGLE_DATASET
+RECORD = paths.KAGGLE_PACKAGE
 MANIFEST = "foldwise-manifest.json"
 METADATA = "dataset-metadata.json"
 LICENSE = "CC0-1.0"  # the kaggle CLI's own default (`kaggle datasets init`); the dataset stays private
@@ -54,7 +57,7 @@ def _slug(text: str, limit: int = 50) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:limit].strip("-")
 
 
-def refs(params: SubmitParams, source_json: Path = Path("data/raw/source.json")) -> Refs:
+def refs(params: SubmitParams, source_json: Path = paths.SOURCE_JSON) -> Refs:
     """The competition, dataset and kernel of params.yaml's `submit` (defaults named after the competition)."""
     source = json.loads(source_json.read_text()) if source_json.exists() else {}
     competition = params.competition or source.get("competition")
@@ -135,16 +138,14 @@ def version_notes(manifest: dict) -> str:
             f"graph {manifest['graph']}; files: {listed} sha256:{manifest['tag'][:16]}")
 
 
-def build(params: SubmitParams, refs_: Refs, models: Path = Path("models"), out: Path = DATASET_DIR) -> dict:
+def build(params: SubmitParams, refs_: Refs, models: Path = paths.MODELS, out: Path = DATASET_DIR) -> dict:
     """Build (or reuse) the dataset folder and return its manifest."""
-    from pipeline.submit import git_commit  # noqa: PLC0415
-
-    export_json = models / "export.json"
+    export_json = models / paths.EXPORT_JSON.name
     if not export_json.is_file():
         raise UserError(f"{export_json}: not found; run the pipeline up to `export` first (dvc repro)")
     export = json.loads(export_json.read_text())
     graph, why = choose_graph(export, params.gpu, params.graph)
-    model = models / FILES[graph]
+    model = paths.graph(graph, models)
     if not model.is_file():
         raise UserError(f"{model}: not found (submit.graph chose {graph}); run `foldwise export` first")
     inputs = _inputs(params, refs_, sha256_file(model))
@@ -186,7 +187,7 @@ def build(params: SubmitParams, refs_: Refs, models: Path = Path("models"), out:
 
 def get_dataset(client: Any, ref: str) -> Any:
     """Kaggle's record of dataset `ref` (ApiDataset), or None when it does not exist."""
-    from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest  # noqa: PLC0415
+    from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
 
     request = ApiGetDatasetRequest()
     request.owner_slug, request.dataset_slug = ref.split("/")

@@ -25,17 +25,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.config import SubmitParams
 from pipeline.kaggle.client import call, poll_until, sdk_call, status_name
+from pipeline.core import paths
+from pipeline.core.provenance import git_commit
+from pipeline.data.prepare import submission_spec
 from pipeline.kaggle.package import Refs
-from pipeline.submit import find_duplicate, list_submissions, poll
+from pipeline.kaggle.params import SubmitParams
+from pipeline.kaggle.submissions import find_duplicate, list_submissions, poll
 from serve.atomic import write_json
 from serve.errors import UserError
-from serve.submission import SubmissionSpec, validate_submission
+from serve.submission import validate_submission
 
 _logger = logging.getLogger(__name__)
-KERNEL_DIR = Path("kaggle/kernel")
-OUTPUT_DIR = Path("kaggle/output")
 OUTPUT_FILE = "submission.csv"
 KERNEL_VERSION = re.compile(r"\bkernel (\S+) v(\d+)\b.*\bdataset (\S+) v(\d+)\b")
 DONE = ("complete", "error", "cancel_acknowledged")
@@ -52,7 +53,7 @@ def kernel_metadata(refs_: Refs, code_file: str, gpu: bool) -> dict:
 
 def get_kernel(client: Any, ref: str) -> Any:
     """Kaggle's current version of notebook `ref` (ApiGetKernelResponse), or None when there is none."""
-    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest  # noqa: PLC0415
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
 
     request = ApiGetKernelRequest()
     request.user_name, request.kernel_slug = ref.split("/")
@@ -77,7 +78,7 @@ def wait_for_run(client: Any, ref: str, params: SubmitParams, sleep: Callable[[f
 
 def fetch_output(client: Any, ref: str, version: int) -> tuple[Path, Path | None]:
     """The run's output files and log into kaggle/output/v<version>/; (folder, log path or None)."""
-    folder = OUTPUT_DIR / f"v{version}"
+    folder = paths.KAGGLE_OUTPUT / f"v{version}"
     folder.mkdir(parents=True, exist_ok=True)
     files, _ = call(lambda: client.kernels_output(ref, str(folder), force=True, quiet=True), ref,
                     "fetching the output of notebook", kind="kernel")
@@ -86,8 +87,6 @@ def fetch_output(client: Any, ref: str, version: int) -> tuple[Path, Path | None
 
 
 def _message(params: SubmitParams, rec: dict, phash: str, tag: str) -> str:
-    from pipeline.submit import git_commit  # noqa: PLC0415
-
     if params.message:
         return f"{params.message} kernel {rec['kernel']} v{rec['kernel_version']} dataset {rec['dataset']} " \
                f"v{rec['dataset_version']} sha256:{tag[:16]}"
@@ -167,9 +166,7 @@ def run(client: Any, refs_: Refs, notebook: Path, tag: str, package: dict, param
     if not produced.is_file():
         raise UserError(f"kaggle: notebook '{refs_.kernel}' version {version} wrote no {OUTPUT_FILE} "
                         f"(outputs in {out_dir}; log {log})")
-    spec = (SubmissionSpec.from_dict(meta["submission"]) if "submission" in meta
-            else SubmissionSpec.labels(meta["classes"], meta["id_column"], meta["target_column"]))
-    validate_submission(produced, sample, spec, name=str(produced))
+    validate_submission(produced, sample, submission_spec(meta), name=str(produced))
     message = _message(params, record, phash, tag)
     response = call(lambda: client.competition_submit_code(OUTPUT_FILE, message, refs_.competition,
                                                            kernel=refs_.kernel, kernel_version=version, quiet=True),

@@ -32,7 +32,7 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64")
 
 def serve_sources() -> Path:
     """The folder of the `serve` package this process runs."""
-    import serve  # noqa: PLC0415
+    import serve
 
     return Path(serve.__file__).resolve().parent
 

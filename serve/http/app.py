@@ -32,9 +32,10 @@ from serve.http.batcher import Closed, DynamicBatcher, QueueFull
 from serve.http.config import ServeConfig, read_token
 from serve.http.errors import ApiError
 from serve.http.jobs import JobRunner, JobStore
-from serve.http.metrics import AccessLog, Metrics
+from serve.http.metrics import AccessLog, Metrics, setup_access_log
 from serve.http.security import BearerAuth, BodyLimit, resolve_under
 from serve.http.simple import PredictInputs, render
+from serve.logs import setup_logging
 
 _logger = logging.getLogger("foldwise.serve")
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
@@ -260,8 +261,7 @@ async def _tick(svc: Service) -> None:
 
 def app_from_env() -> FastAPI:
     """uvicorn's factory in worker processes (`foldwise serve --workers N`)."""
-    from serve.http.server import setup_worker_logging  # noqa: PLC0415
-
     config = ServeConfig.from_env()
-    setup_worker_logging(config)
+    setup_logging()  # a spawned worker has none of the CLI's set-up: log like the parent
+    setup_access_log(config.access_log)
     return create_app(config)

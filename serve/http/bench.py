@@ -106,8 +106,8 @@ class ServerProcess:
 def offline_rate(model: Path, shape: tuple[int, int, int], threads: int | None, n: int, workdir: Path,
                  spinning: bool) -> float:
     """images/s of `foldwise predict` (predict_file, batch 256) over `n` random images in a .npy."""
-    from serve.engine import Engine  # noqa: PLC0415
-    from serve.predict import predict_file  # noqa: PLC0415
+    from serve.engine import Engine
+    from serve.predict import predict_file
 
     c, h, w = shape
     npy, out = workdir / "offline.npy", workdir / "offline.csv"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -28,6 +29,20 @@ ACCESS_LOGGER = "foldwise.access"
 _access = logging.getLogger(ACCESS_LOGGER)
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+def setup_access_log(enabled: bool) -> None:
+    """Access lines are JSON objects, one per line on stderr, without the usual log prefix."""
+    log = logging.getLogger(ACCESS_LOGGER)
+    log.handlers.clear()
+    log.propagate = False
+    if enabled:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    else:
+        log.setLevel(logging.CRITICAL + 1)
 
 
 def multiprocess() -> bool:
@@ -91,7 +106,7 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         if multiprocess():
-            from prometheus_client import multiprocess as mp  # noqa: PLC0415
+            from prometheus_client import multiprocess as mp
 
             registry = CollectorRegistry()
             mp.MultiProcessCollector(registry)

@@ -12,37 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import tempfile
 
 from serve.engine import Engine
 from serve.http.config import ENV, ServeConfig
-from serve.http.metrics import ACCESS_LOGGER
+from serve.http.app import create_app
+from serve.http.metrics import setup_access_log
 
 _logger = logging.getLogger(__name__)
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as the `foldwise` CLI logs
-
-
-def setup_worker_logging(config: ServeConfig) -> None:
-    """A uvicorn worker process (spawned, so without the CLI's set-up) logs like the parent."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
-    setup_access_log(config.access_log)
-
-
-def setup_access_log(enabled: bool) -> None:
-    """Access lines are JSON objects, one per line on stderr, without the usual log prefix."""
-    log = logging.getLogger(ACCESS_LOGGER)
-    log.handlers.clear()
-    log.propagate = False
-    if enabled:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-    else:
-        log.setLevel(logging.CRITICAL + 1)
 
 
 def _exit_after_graceful_stop(signum: int, frame) -> None:
@@ -51,7 +28,7 @@ def _exit_after_graceful_stop(signum: int, frame) -> None:
 
 def run(config: ServeConfig, announce=print) -> None:
     """Serve until SIGINT/SIGTERM (graceful), raising UserError for a bad setup."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
     config.validate()
     setup_access_log(config.access_log)
@@ -67,8 +44,6 @@ def run(config: ServeConfig, announce=print) -> None:
     common = dict(host=config.host, port=config.port, log_config=None, access_log=False,
                   timeout_graceful_shutdown=30, server_header=False, lifespan="on")
     if config.workers == 1:
-        from serve.http.app import create_app  # noqa: PLC0415
-
         uvicorn.Server(uvicorn.Config(create_app(config, engine), **common)).run()
         return
     del engine  # each worker opens its own session

@@ -1,0 +1,76 @@
+"""`foldwise bench infer`: PyTorch eager (folds x TTA views) against the FP32 and INT8 ONNX
+ensembles, on the same images and threads, side by side in one run (images/s, GFLOP/s, ratios).
+
+    foldwise bench infer [--batch 1 --batch 64 --batch 512]     # also writes bench/infer.json
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pipeline.core import paths
+from pipeline.modeling.ensemble import load_ensemble
+from serve.engine import Engine
+
+_logger = logging.getLogger(__name__)
+
+
+def _rate(fn, images: np.ndarray, batch: int, min_images: int, min_seconds: float = 1.0) -> float:
+    """images/s of `fn` over consecutive batches of `images`, after one warm-up call."""
+    fn(images[:batch])
+    done, i, t0 = 0, 0, time.perf_counter()
+    while done < min_images or time.perf_counter() - t0 < min_seconds:
+        start = (i * batch) % max(len(images) - batch, 1)
+        fn(images[start:start + batch])
+        done += batch
+        i += 1
+    return done / (time.perf_counter() - t0)
+
+
+def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None = None,
+                prepared: Path = paths.PREPARED, models_dir: Path = paths.MODELS) -> list[dict]:
+    """PyTorch eager (fold models x TTA views) vs the FP32 and INT8 ONNX ensembles, same threads."""
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model, spec = load_ensemble(models_dir / paths.ENSEMBLE_JSON.name)
+    images = np.load(paths.Prepared(prepared).train_images, mmap_mode="r")
+    x = np.asarray(images[:4096]).transpose(0, 3, 1, 2).copy()  # writable and C-contiguous (torch wants both)
+    engines = {"onnx_fp32": Engine(paths.graph("fp32", models_dir), provider="cpu", threads=threads),
+               "onnx_int8": Engine(paths.graph("int8", models_dir), provider="cpu", threads=threads)}
+
+    @torch.inference_mode()
+    def eager(batch: np.ndarray) -> None:
+        model(torch.from_numpy(batch))
+
+    flops = ensemble_flops_per_image(model, x)
+    rows = []
+    for bs in batch_sizes:
+        min_images = max(bs * 4, 256)
+        row = {"batch": bs, "threads": threads, "folds": len(spec["folds"]), "views": len(spec["views"]),
+               "flops_per_image": flops, "torch_eager": _rate(eager, x, bs, min_images)}
+        for name, engine in engines.items():
+            row[name] = _rate(engine.predict, x, bs, min_images)
+        for name in ("torch_eager", *engines):
+            row[f"{name}_gflops"] = row[name] * flops / 1e9
+        row["fp32_vs_eager"] = row["onnx_fp32"] / row["torch_eager"]
+        row["int8_vs_eager"] = row["onnx_int8"] / row["torch_eager"]
+        row["int8_vs_fp32"] = row["onnx_int8"] / row["onnx_fp32"]
+        rows.append(row)
+        _logger.info("batch %d: eager %.0f, fp32 %.0f, int8 %.0f images/s", bs, row["torch_eager"],
+                     row["onnx_fp32"], row["onnx_int8"])
+    return rows
+
+
+@torch.inference_mode()
+def ensemble_flops_per_image(model: torch.nn.Module, images_nchw: np.ndarray) -> float:
+    """FLOPs of one image through the whole ensemble (every fold x TTA view), by torch.utils.flop_counter:
+    the multiply-adds (x2) of convs and matmuls; the INT8 graph does the same number of operations."""
+    batch = torch.from_numpy(np.array(images_nchw[:8]))  # a writable copy
+    with FlopCounterMode(display=False) as counter:
+        model(batch)
+    return counter.get_total_flops() / len(batch)

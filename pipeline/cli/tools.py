@@ -1,0 +1,98 @@
+"""`foldwise` commands that are not stages: init, preset, compare, submissions, score.
+
+    foldwise init ~/Downloads/competition.zip && dvc repro
+    foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pipeline.cli.app import app
+from pipeline.core import paths
+from pipeline.core.config import PARAMS_FILE
+from pipeline.evaluation.metrics import DEFAULT_FOR_SUBMISSION, METRICS
+
+PANEL = "Project tools"
+
+@app.command(rich_help_panel=PANEL)
+def init(source: str = typer.Argument(..., help="The competition: a zip, a folder in Kaggle's layout, or a "
+                                                 "Kaggle competition slug."),
+         params: Path = typer.Option(Path(PARAMS_FILE), help="Params file whose download and prepare sections "
+                                                               "are written.")) -> None:
+    """Inspect a competition and write params.yaml's `download` and `prepare` sections (comments kept).
+
+    Detects the layout (pixel CSV, labels CSV + image folder, class folders), files, id and target
+    columns, classes, image size and channels, submission kind and a metric guess; prints what it
+    found and what to confirm. Then: dvc repro.
+
+    Example: foldwise init ~/Downloads/aerial-cactus-identification.zip && dvc repro
+    """
+    from pipeline.tools.init import run as run_init, summary
+
+    found = run_init(source, params)
+    for line in summary(found):
+        typer.echo(line)
+    typer.echo(f"{params}: set {', '.join(found['changed']) or 'nothing new'}; next: dvc repro")
+
+
+@app.command(rich_help_panel=PANEL)
+def compare(plot: Optional[Path] = typer.Option(Path("experiments.png"), help="Bar plot of OOF vs public/local "
+                                                                              "score per experiment.")) -> None:
+    """DVC experiments side by side: changed params, OOF accuracy, public or local score.
+
+    Example: dvc exp run --queue -n mlp -S train.model=foldwise_mlp && dvc queue start && foldwise compare
+    """
+    from pipeline.tools.compare import main as run_compare
+    run_compare(plot)
+
+
+@app.command(rich_help_panel=PANEL)
+def submissions(competition: Optional[str] = typer.Option(None, help="Kaggle slug (default: submit.competition "
+                                                                         "or the slug the data came from)."),
+                history: Path = typer.Option(paths.HISTORY, help="Local file hash -> OOF record."),
+                public_rows: Optional[int] = typer.Option(None, help="Test rows behind the public score, for its 95% "
+                                                                      "CI (default: submit.public_rows).")) -> None:
+    """The competition's submissions: public score, its 95% CI and each file's local OOF accuracy side by side.
+
+    Example: foldwise submissions --competition fashion-mnist
+    """
+    from pipeline.tools.submissions import main as run_table
+    run_table(competition, history, public_rows)
+
+
+@app.command(rich_help_panel=PANEL)
+def score(submission: Path = typer.Argument(..., help="Submission CSV (labels, or probabilities)."),
+          solution: Path = typer.Argument(..., help="Solution CSV (id,label[,Usage], or one 0/1 column per class) "
+                                                    "for some or all ids."),
+          metric: str = typer.Option("auto", help=f"auto | {' | '.join(METRICS)} (auto: by the submission's kind, "
+                                                  + ", ".join(f"{m} for {k}" for k, m in DEFAULT_FOR_SUBMISSION.items())
+                                                  + ")."),
+          positive: Optional[str] = typer.Option(None, help="One probability column: the class it is the "
+                                                            "probability of [default: the second class]")) -> None:
+    """Score a submission on the ids a solution file covers, with the competition's metric.
+
+    Example: foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
+    """
+    from pipeline.evaluation.score import score_submission
+
+    r = score_submission(submission, solution, metric, positive)
+    if r.metric == "accuracy":
+        typer.echo(f"accuracy {r.accuracy:.4f} ({r.n_correct}/{r.n_scored} ids of {solution})")
+    else:
+        typer.echo(f"{r.metric} {r.value:.4f} ({r.n_scored} ids of {solution}; accuracy {r.accuracy:.4f})")
+
+
+@app.command(rich_help_panel=PANEL)
+def preset(path: Path = typer.Argument(..., help="A presets/*.yaml file."),
+           params: Path = typer.Option(Path(PARAMS_FILE), help="Params file to update.")) -> None:
+    """Merge a preset (partial params file) into params.yaml, validating the result first.
+
+    Example: foldwise preset presets/course-mlp.yaml && dvc repro
+    """
+    from pipeline.tools.preset import apply_preset
+
+    changed = apply_preset(path, params)
+    typer.echo(f"{params}: set {', '.join(changed)} from {path}")

@@ -1,0 +1,1 @@
+"""Data: archives, competition layouts, download and prepare, fold batches, augmentation."""

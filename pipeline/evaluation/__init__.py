@@ -1,0 +1,1 @@
+"""Evaluation (numpy and scikit-learn only): metrics, submission scoring, intervals, ensemble rules."""

@@ -1,0 +1,70 @@
+"""Which exported graph runs where, chosen by OOF score and measured speed, never by a public score.
+
+    choose_predict_graph(export_report, tolerance=0.001)   # the predict stage: fastest graph within tolerance
+    choose_graph(export_report, gpu=False)                 # a code competition's notebook (submit.graph: auto)
+
+`export` scores every graph out-of-fold and times them side by side (models/export.json). predict
+takes the fastest graph on this machine whose OOF score lost at most `export.predict_tolerance`
+against FP32. For Kaggle the machine is not this one: INT8 on a CPU session (`foldwise bench
+infer`: about 1.8x FP32 here), FP16 on a GPU session, each only when its OOF score lost at most
+0.1 point (0.001) against FP32 in the metric's direction and export could run it at all; else FP32.
+"""
+from __future__ import annotations
+
+import logging
+
+from pipeline.core.paths import GRAPH_FILES
+from pipeline.evaluation.metrics import METRICS
+from serve.errors import UserError
+
+_logger = logging.getLogger(__name__)
+TOLERANCE = 0.001  # 0.1 point of the metric
+
+
+def loss_vs_fp32(export: dict, variant: str) -> float | None:
+    """How much worse (>= 0 is worse) `variant` scored than FP32 out-of-fold; None when unscored."""
+    entry, fp32 = export.get(variant) or {}, export.get("fp32") or {}
+    if variant == "fp32":
+        return 0.0 if "oof_score" in fp32 else None
+    if not entry.get("checked") or "oof_score" not in entry or "oof_score" not in fp32:
+        return None
+    metric = METRICS.get(fp32.get("metric", "accuracy"), METRICS["accuracy"])
+    delta = entry["oof_score"] - fp32["oof_score"]
+    return -delta if metric.higher_is_better else delta
+
+
+def choose_graph(export: dict, gpu: bool, request: str = "auto") -> tuple[str, str]:
+    """(variant, why): `request` itself unless 'auto'; auto: INT8 (CPU) or FP16 (GPU) when it is
+    within TOLERANCE of FP32's OOF score, else FP32."""
+    if request not in ("auto", *GRAPH_FILES):
+        raise UserError(f"submit.graph: unknown graph '{request}' (auto, {', '.join(GRAPH_FILES)})")
+    if request != "auto":
+        loss = loss_vs_fp32(export, request)
+        if loss is not None and loss > TOLERANCE:
+            _logger.warning("submit.graph %s scored %.4f below FP32 out-of-fold (tolerance %.3f); using it as asked",
+                            request, loss, TOLERANCE)
+        return request, f"submit.graph: {request}"
+    fast = "fp16" if gpu else "int8"
+    loss = loss_vs_fp32(export, fast)
+    device = "GPU" if gpu else "CPU"
+    if loss is None:
+        why = (export.get(fast) or {}).get("why_not", "not scored by export")
+        return "fp32", f"{fast} is the fast graph on a {device} but has no OOF score ({why})"
+    if loss > TOLERANCE:
+        return "fp32", f"{fast} lost {100 * loss:.2f} points of OOF score against fp32 (tolerance {100 * TOLERANCE:.1f})"
+    return fast, f"{fast}: the fast graph on a {device}, OOF score within {100 * TOLERANCE:.1f} point of fp32 ({-100 * loss:+.2f})"
+
+
+def choose_predict_graph(report: dict, tolerance: float) -> dict:
+    """The fastest graph whose OOF score is within `tolerance` of FP32's in the metric's direction
+    (FP32 itself always qualifies)."""
+    speed = report["speed"]["images_per_second"]
+    loss = {g: loss_vs_fp32(report, g) for g in speed}
+    ok = [g for g in speed if g == "fp32" or (loss[g] is not None and loss[g] <= tolerance + 1e-12)]
+    best = max(ok, key=lambda g: speed[g])
+    left_out = [f"{g} (OOF {-100 * loss[g]:+.2f} pts)" for g in speed if g not in ok and loss[g] is not None]
+    reason = (f"fastest graph within {100 * tolerance:.2f} pt OOF of fp32 on {report['speed']['provider']}: "
+              f"{speed[best]:.0f} images/s ({report['speed']['vs_fp32'][best]:.2f}x fp32), "
+              f"OOF {-100 * (loss[best] or 0.0):+.2f} pts") + (f"; too inaccurate: {', '.join(left_out)}" if left_out else "")
+    return {"graph": best, "file": GRAPH_FILES[best],
+            "provider": report["speed"]["provider"], "tolerance": tolerance, "reason": reason}

@@ -1,0 +1,28 @@
+"""A model's softmax probabilities for uint8 images, batch by batch (no augmentation): each
+epoch's validation, `foldwise bench infer`'s eager PyTorch side.
+
+    probs = predict_probs(model, images_nhwc, torch.device("cpu"), batch_size=512)
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 512,
+                  channels_last: bool = False, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Softmax probabilities for uint8 images `[N, H, W, C]` (no augmentation)."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2))).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+            logits = model(x)
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)

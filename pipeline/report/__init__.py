@@ -1,0 +1,1 @@
+"""Report: the HTML report's figures, tables and page."""

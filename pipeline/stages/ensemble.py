@@ -1,0 +1,94 @@
+"""Stage `ensemble`: score ensembling candidates on out-of-fold (OOF) predictions and pick one
+(the rules: pipeline/evaluation/ensemble.py).
+
+    python -m pipeline.stages.ensemble        # what dvc.yaml runs; by hand: foldwise ensemble
+
+Reads models/folds/ and data/prepared/. Writes metrics.json (DVC metrics: per fold, OOF overall,
+every candidate, the choice), models/ensemble.json (the recipe the export stage builds) and
+models/oof_logits.npy ([views, rows, classes], for the report).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core import paths
+from pipeline.core.config import load_section
+from pipeline.core.console import run_stage
+from pipeline.evaluation.ensemble import choose, softmax
+from pipeline.evaluation.metrics import from_meta, scores
+from pipeline.modeling.ensemble import EnsembleParams, oof_view_logits
+from serve.atomic import atomic_path, write_json
+
+_logger = logging.getLogger(__name__)
+
+
+def _summary(metric_name: str, candidates: dict, chosen: str, per_fold: dict, covered: np.ndarray) -> dict:
+    """metrics.json: the chosen candidate's OOF scores, the folds' spread, every candidate."""
+    accs = np.array([f["accuracy"] for f in per_fold.values()])
+    fold_scores = np.array([f["score"] for f in per_fold.values()])
+    plain = candidates["mean_prob"] if "mean_prob" in candidates else next(iter(candidates.values()))
+    return {
+        "metric": metric_name,
+        "oof_score": candidates[chosen]["score"],
+        "oof_accuracy": candidates[chosen]["accuracy"],
+        "oof_logloss": candidates[chosen]["logloss"],
+        "oof_score_no_tta": plain["score"],
+        "oof_accuracy_no_tta": plain["accuracy"],
+        "oof_coverage": round(float(covered.mean()), 6),
+        "fold_score_mean": round(float(fold_scores.mean()), 6),
+        "fold_score_std": round(float(fold_scores.std()), 6),
+        "fold_accuracy_mean": round(float(accs.mean()), 6),
+        "fold_accuracy_std": round(float(accs.std()), 6),
+        "method": chosen,
+        "folds": per_fold,
+        "candidates": candidates,
+    }
+
+
+def run(params: EnsembleParams, prepared: Path = paths.PREPARED, folds: Path = paths.FOLDS,
+        metrics_path: Path = paths.METRICS_JSON, ensemble_path: Path = paths.ENSEMBLE_JSON,
+        logits_path: Path = paths.OOF_LOGITS) -> dict:
+    files = paths.Prepared(prepared)
+    meta = json.loads(files.meta.read_text())
+    metric, positive = from_meta(meta), meta.get("positive")
+    labels = np.load(files.train_labels)
+    images = np.load(files.train_images, mmap_mode="r")
+    dirs = paths.trained_folds(folds, meta["n_folds"])
+    views = ["none", *params.tta]
+    logits = oof_view_logits(dirs, images, views, len(meta["classes"]), params.batch_size)
+    covered = ~np.isnan(logits[0, :, 0])
+    if covered.sum() < len(labels):
+        _logger.warning("OOF covers %d of %d rows: folds %s of %d trained", covered.sum(), len(labels),
+                        sorted(dirs), meta["n_folds"])
+    per_fold = {}
+    for k, d in dirs.items():
+        fold = paths.FoldFiles(d)
+        rows = np.load(fold.oof_rows)
+        per_fold[str(k)] = {**scores(metric, labels[rows], softmax(logits[0, rows]), positive),
+                            "best_epoch": json.loads(fold.metrics.read_text())["best_epoch"]}
+    candidates, recipes, chosen = choose(logits[:, covered], labels[covered], views, params.methods, metric, positive)
+    metrics = _summary(metric.name, candidates, chosen, per_fold, covered)
+    trained = sorted(dirs)
+    write_json(ensemble_path, {"method": chosen, **recipes[chosen], "folds": trained,
+                               "fold_weights": [round(1.0 / len(trained), 12)] * len(trained),
+                               "fold_dirs": [str(dirs[k]) for k in trained], "all_views": views})
+    with atomic_path(logits_path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, logits)
+    write_json(metrics_path, metrics)
+    _logger.info("OOF %s %.4f (accuracy %.4f) with %s (folds %.4f ± %.4f); candidates: %s", metric.name,
+                 metrics["oof_score"], metrics["oof_accuracy"], chosen, metrics["fold_score_mean"],
+                 metrics["fold_score_std"], ", ".join(f"{n} {c['score']:.4f}" for n, c in candidates.items()))
+    return metrics
+
+
+def main() -> dict:
+    """Score the candidates of params.yaml `ensemble` on the OOF predictions and record the best."""
+    return run(load_section("ensemble", EnsembleParams))
+
+
+if __name__ == "__main__":
+    run_stage(main)

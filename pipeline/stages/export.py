@@ -1,0 +1,101 @@
+"""Stage `export`: the ensemble as one ONNX graph, parity-gated, plus FP16 and INT8 variants, each
+scored out of fold and timed side by side (pipeline/export/).
+
+    python -m pipeline.stages.export        # what dvc.yaml runs; by hand: foldwise export
+
+Writes models/ensemble.onnx, models/ensemble_int8.onnx, models/ensemble_fp16.onnx and
+models/export.json (parity, each graph's OOF score and speed, the graph predict will use). The
+gate: onnxruntime must match PyTorch on real OOF images or the stage fails and writes nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.core import paths
+from pipeline.core.config import load_section, params_hash
+from pipeline.core.console import run_stage
+from pipeline.evaluation.metrics import from_meta
+from pipeline.export.choice import choose_predict_graph
+from pipeline.export.graph import export_onnx, graph_metadata, stamp
+from pipeline.export.params import ExportParams
+from pipeline.export.parity import parity_check
+from pipeline.export.speed import measure_speed
+from pipeline.export.variants import oof_scores, quantize_int8, score_variant, to_fp16
+from pipeline.modeling.ensemble import load_ensemble
+from serve.atomic import atomic_path, write_json
+from serve.engine import run_graph
+
+_logger = logging.getLogger(__name__)
+
+
+def _rows(params: ExportParams, row_folds: np.ndarray, folds: list[int], n: int) -> tuple[np.ndarray, ...]:
+    """(OOF rows scoring each graph, their first rows for the parity gate, calibration rows), seeded."""
+    rng = np.random.default_rng(0)
+    trained = np.flatnonzero(np.isin(row_folds, folds))
+    eval_rows = np.sort(rng.choice(trained, size=min(params.eval_rows, len(trained)), replace=False))
+    calib_rows = np.sort(rng.choice(n, size=min(params.calibration_rows, n), replace=False))
+    return eval_rows, eval_rows[:params.parity_rows], calib_rows
+
+
+def run(params: ExportParams, prepared: Path = paths.PREPARED, ensemble_json: Path = paths.ENSEMBLE_JSON,
+        out_dir: Path = paths.MODELS, report_path: Path = paths.EXPORT_JSON) -> dict:
+    files = paths.Prepared(prepared)
+    meta = json.loads(files.meta.read_text())
+    metric, positive = from_meta(meta), meta.get("positive")
+    model, spec = load_ensemble(ensemble_json)
+    images = np.load(files.train_images, mmap_mode="r")
+    labels = np.load(files.train_labels)
+    row_folds = pd.read_csv(files.folds)["fold"].to_numpy()
+    eval_rows, parity_rows, calib_rows = _rows(params, row_folds, spec["folds"], len(images))
+    def nchw(rows: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(images[rows]).transpose(0, 3, 1, 2))
+    metadata = graph_metadata(meta, spec, params_hash({"export": params.__dict__, "ensemble": spec}))
+    t0 = time.perf_counter()
+    report: dict = {"folds": spec["folds"], "views": spec["views"], "method": spec["method"], "opset": params.opset}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp_dir:
+        tmp = {g: Path(tmp_dir) / name for g, name in paths.GRAPH_FILES.items()}
+        export_onnx(model, torch.from_numpy(nchw(parity_rows[:2])), tmp["fp32"], {**metadata, "precision": "fp32"},
+                    params.opset)
+        report["parity"] = parity_check(tmp["fp32"], model, nchw(parity_rows), params)
+        x_eval, y_eval, f_eval = nchw(eval_rows), labels[eval_rows], row_folds[eval_rows]
+        probs, fold_probs = run_graph(tmp["fp32"], x_eval)
+        report["fp32"] = {"bytes": tmp["fp32"].stat().st_size, "rows": int(len(eval_rows)),
+                          **oof_scores(fold_probs, probs, f_eval, y_eval, spec["folds"], metric, positive)}
+        quantize_int8(tmp["fp32"], tmp["int8"], nchw(calib_rows))
+        stamp(tmp["int8"], {**metadata, "precision": "int8 (QDQ, per-channel, static)"})
+        scored = (x_eval, y_eval, f_eval, spec["folds"], report["fp32"], probs, metric, positive)
+        report["int8"] = score_variant(tmp["int8"], *scored)
+        to_fp16(tmp["fp32"], tmp["fp16"])
+        stamp(tmp["fp16"], {**metadata, "precision": "fp16"})
+        report["fp16"] = score_variant(tmp["fp16"], *scored)
+        report["speed"] = measure_speed({g: tmp[g] for g in tmp if g == "fp32" or report[g].get("checked")},
+                                        x_eval, params.speed_batch, min_seconds=params.speed_seconds)
+        report["predict_graph"] = choose_predict_graph(report, params.predict_tolerance)
+        for g, src in tmp.items():
+            with atomic_path(paths.graph(g, out_dir)) as final:
+                src.replace(final)
+    report["export_seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(report_path, report)
+    _logger.info("ensemble.onnx: %d folds x %d views, parity max |Δp| %.1e on %d OOF images; OOF %s "
+                 "fp32 %.4f%s", len(spec["folds"]), len(spec["views"]), report["parity"]["max_abs_diff"],
+                 report["parity"]["rows"], metric.name, report["fp32"]["oof_score"],
+                 f", int8 {report['int8'].get('oof_score', float('nan')):.4f}")
+    _logger.info("predict will use %s: %s", report["predict_graph"]["file"], report["predict_graph"]["reason"])
+    return report
+
+
+def main() -> dict:
+    """Export the ensemble of models/ensemble.json as params.yaml `export` says."""
+    return run(load_section("export", ExportParams))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,1 @@
+"""Tools: commands that are not stages (init, preset, compare, submissions)."""

@@ -1,0 +1,1 @@
+"""Training: a fold's loop, checkpoints and resume, hardware and precision."""
