@@ -10,7 +10,7 @@ unexport PYTHONDONTWRITEBYTECODE
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-test browser run test clean
+.PHONY: setup setup-test browser run lint test test-fast clean
 
 # --no-compile: Python compiles (and caches) a package's modules when they are first imported, not
 # every file of torch, ray and the rest at install time (most are never imported here).
@@ -52,8 +52,17 @@ run: setup
 # two workers with two threads each would oversubscribe two cores.
 TEST_WORKERS ?= 2
 
-test: setup-test browser
+# The layer contracts (import-linter, [tool.importlinter] in pyproject.toml) and ruff ([tool.ruff]).
+lint: setup-test
+	$(BIN)/ruff check pipeline serve tests
+	$(BIN)/lint-imports --no-cache
+
+test: setup-test browser lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+
+# The unit tests alone (tests/unit/: in-process, well under a minute).
+test-fast: setup-test
+	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests/unit
 
 clean:
 	rm -rf $(VENV)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 
 
 def where(path: str | os.PathLike, row: int, column: str | None = None) -> str:
@@ -41,8 +41,7 @@ def read_csv_strings(path: str | os.PathLike) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError(f"{p}: file is empty (expected a CSV with a header row)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{p}: not a readable CSV ({first})") from None
+        raise UserError(f"{p}: not a readable CSV ({first_line(exc, 10_000)})") from None
 
 
 def first_empty_cell(df: pd.DataFrame) -> tuple[int, str] | None:

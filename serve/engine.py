@@ -12,14 +12,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import onnxruntime as ort
 
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 from serve.images import ImageSpec
 from serve.readers import Chunk
 from serve.submission import SubmissionSpec
@@ -128,8 +128,7 @@ class Engine:
         except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph,
                 ort.capi.onnxruntime_pybind11_state.Fail) as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise UserError(f"{self.path}: not a valid ONNX model ({first})") from None
+            raise UserError(f"{self.path}: not a valid ONNX model ({first_line(exc)})") from None
         self.provider = self.session.get_providers()[0]
         if require_gpu and self.provider != "CUDAExecutionProvider":
             raise UserError(f"--require-gpu: onnxruntime runs {self.path.name} on {self.provider}, not CUDA "
@@ -168,7 +167,8 @@ class Engine:
                 metric=json.loads(meta.get("metric", '{"name": "accuracy"}'))["name"],
             )
         except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
-            raise UserError(f"{self.path}: missing foldwise metadata ({exc}); export it with `foldwise export`") from None
+            raise UserError(f"{self.path}: missing foldwise metadata ({exc}); "
+                            "export it with `foldwise export`") from None
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities `[N, num_classes]` for uint8 images `[N, C, H, W]`."""

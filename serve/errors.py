@@ -16,3 +16,12 @@ class TooLarge(UserError):
 
 class UnreadableImage(UserError):
     """Bytes that are not an image Pillow can decode (or a truncated one)."""
+
+
+def first_line(what: object, limit: int = 200) -> str:
+    """The first line of an exception's (or any object's) text, for a one-line message; the type's
+    name when the text is empty (an EOFError of an empty file says nothing)."""
+    text = str(what).strip()
+    if not text:
+        return type(what).__name__ if isinstance(what, BaseException) else ""
+    return text.splitlines()[0][:limit]

@@ -25,14 +25,14 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from serve.errors import TooLarge, UnreadableImage, UserError
+from serve.errors import TooLarge, UnreadableImage, UserError, first_line
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (0.25 GiB of 24-bit pixels)
@@ -63,7 +63,7 @@ class ImageSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ImageSpec":
+    def from_dict(cls, d: dict) -> ImageSpec:
         return cls(**{k: d[k] for k in ("height", "width", "channels", "resize", "max_pixels") if k in d})
 
 
@@ -135,7 +135,7 @@ def load_image(source: str | os.PathLike | bytes, spec: ImageSpec, name: str | N
         raise TooLarge(f"{label}: image has {size}, above the limit of {spec.max_pixels:,} "
                         "(a decompression bomb?); refusing it") from None
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, 160)
         reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", reason)  # bytes given: no object repr
         raise UnreadableImage(f"{label}: not a readable image ({reason})") from None
 

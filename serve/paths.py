@@ -9,8 +9,9 @@ a command can never replace its own input; `<output>.partial` files are covered 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 from serve.errors import UserError
 

@@ -25,9 +25,10 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -75,7 +76,7 @@ class PredictResult:
                 + (f" with {self.model} ({self.why})" if self.why else ""))
 
 
-def open_reader(engine: "Predictor", input_path: Path, ids_path: Path | None = None):
+def open_reader(engine: Predictor, input_path: Path, ids_path: Path | None = None):
     """The chunked reader for a pixel CSV, a uint8 .npy or a folder of images (by suffix)."""
     info = engine.info
     if input_path.is_dir():
@@ -180,6 +181,41 @@ class _ResumableOutput:
         return fh
 
 
+def _partial_state(state_path: Path, signature: dict, outs: list[_ResumableOutput]) -> dict | None:
+    """The state of an interrupted run, when it is this very run's (model, input, chunking) and its
+    partial files still hold every byte it recorded; else None (start afresh)."""
+    if not state_path.exists():
+        return None
+    try:
+        state = json.loads(state_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if state.get("signature") != signature or not all(
+            o.partial.exists() and o.partial.stat().st_size >= b for o, b in zip(outs, state["bytes"])):
+        return None
+    return state
+
+
+def _choose_model(model: Path, provider: str, outputs: dict, inputs: dict) -> tuple[Path, str | None]:
+    """The graph to run (export's choice when `model` is models/export.json) and why; no output may be
+    an input or that graph."""
+    refuse_overwrite(outputs, {**inputs, "--model": model}, partial_suffixes=PARTIAL_SUFFIXES)
+    chosen, why = resolve_model(model, provider)
+    if why:
+        _logger.info("predict with %s (%s)", chosen, why)
+        refuse_overwrite(outputs, {"--model": chosen}, partial_suffixes=PARTIAL_SUFFIXES)
+    return chosen, why
+
+
+def _write_durably(handles: list, texts: list[bytes]) -> None:
+    """One chunk's rows to each output, flushed to disk before its state is recorded."""
+    for fh, text in zip(handles, texts):
+        fh.write(text)
+    for fh in handles:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output: str | os.PathLike,
                  ids_path: str | os.PathLike | None = None, sample: str | os.PathLike | None = None,
                  batch_size: int = 256, provider: str = "auto", threads: int | None = None,
@@ -194,15 +230,9 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     `Interrupted` after the current chunk, leaving the partial files for a later resume."""
     if batch_size < 1 or chunk_rows < 1:
         raise UserError(f"--batch-size and --chunk-rows must be at least 1, got {batch_size}, {chunk_rows}")
-    model, input_path, output = Path(model), Path(input_path), Path(output)
-    refuse_overwrite({"--output": output, "--probs": probs_output},
-                     {"--input": input_path, "--ids": ids_path, "--sample": sample, "--model": model},
-                     partial_suffixes=PARTIAL_SUFFIXES)
-    model, why = resolve_model(model, provider)
-    if why:
-        _logger.info("predict with %s (%s)", model, why)
-        refuse_overwrite({"--output": output, "--probs": probs_output}, {"--model": model},
-                         partial_suffixes=PARTIAL_SUFFIXES)
+    input_path, output = Path(input_path), Path(output)
+    model, why = _choose_model(Path(model), provider, {"--output": output, "--probs": probs_output},
+                               {"--input": input_path, "--ids": ids_path, "--sample": sample})
     if engine is None:
         engine = Engine(model, provider=provider, threads=threads, require_gpu=require_gpu)
     info = engine.info
@@ -214,34 +244,24 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     row_ids = _row_ids_from_sample(reader, Path(sample) if sample else None, input_path)
     headers = output_headers(info, probs_output is not None)
     outs = [_ResumableOutput(path, head) for path, head in zip([output, probs_output], headers)]
-    state = None
-    if state_path.exists():
-        try:
-            state = json.loads(state_path.read_text())
-        except json.JSONDecodeError:
-            state = None
-        if (state is None or state.get("signature") != signature
-                or not all(o.partial.exists() and o.partial.stat().st_size >= b for o, b in zip(outs, state["bytes"]))):
-            state = None
+    state = _partial_state(state_path, signature, outs)
     done_rows = state["rows"] if state else 0
     if state:
         _logger.info("resuming %s after %d rows (%d chunks)", output, done_rows, state["chunks"])
     handles = [o.open(state["bytes"][i] if state else None) for i, o in enumerate(outs)]
     producer = _Producer(reader.chunks(chunk_rows, skip=done_rows))
     total = len(getattr(reader, "files", getattr(reader, "array", []))) or None
-    chunks_done, rows, t0, last_log = (state["chunks"] if state else 0), done_rows, time.perf_counter(), time.monotonic()
+    chunks_done, rows, t0, last_log = ((state["chunks"] if state else 0), done_rows, time.perf_counter(),
+                                       time.monotonic())
     try:
         producer.start()
         with tqdm(desc=f"predict ({engine.provider})", unit="img", total=total, initial=done_rows,
-                  disable=not sys.stderr.isatty() or bool(os.environ.get("FOLDWISE_QUIET")), file=sys.stderr, smoothing=0.1) as bar:
+                  disable=not sys.stderr.isatty() or bool(os.environ.get("FOLDWISE_QUIET")), file=sys.stderr,
+                  smoothing=0.1) as bar:
             for chunk in producer:
                 probs = engine.predict_batched(chunk.images, batch_size)
                 ids = [row_ids(i) for i in chunk.ids] if row_ids else chunk.ids
-                for fh, text in zip(handles, format_rows(info, ids, probs, len(handles) > 1)):
-                    fh.write(text)
-                for fh in handles:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                _write_durably(handles, format_rows(info, ids, probs, len(handles) > 1))
                 chunks_done += 1
                 rows += len(chunk.ids)
                 write_json(state_path, {"signature": signature, "chunks": chunks_done, "rows": rows,
@@ -250,7 +270,8 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
                 if progress is not None:
                     progress(rows, total)
                 if stop is not None and stop.is_set():
-                    raise Interrupted(f"{output}: stopped after {rows} rows ({chunks_done} chunks); run again to resume")
+                    raise Interrupted(f"{output}: stopped after {rows} rows ({chunks_done} chunks); "
+                                      "run again to resume")
                 if bar.disable and time.monotonic() - last_log >= 10:  # no terminal: a log line every 10 s
                     last_log = time.monotonic()
                     _logger.info("predict: %d images, %.0f images/s", rows,
@@ -262,9 +283,8 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     except UserError:  # bad input: nothing of this run may stay behind
         for fh in handles:
             fh.close()
-        for o in outs:
-            o.partial.unlink(missing_ok=True)
-        state_path.unlink(missing_ok=True)
+        for path in (*(o.partial for o in outs), state_path):
+            path.unlink(missing_ok=True)
         raise
     finally:
         producer.stop.set()

@@ -16,9 +16,9 @@ with, so both halves agree on what a valid row is.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,8 @@ def parse_pixel_frame(df: pd.DataFrame, pixel_columns: Sequence[str], image_shap
         if bad.any():
             row = int(bad.to_numpy().argmax())
             value = series.iloc[row]
-            what = "empty value" if pd.isna(value) or str(value).strip() == "" else f"{as_written(value)} is not an integer 0-255"
+            what = ("empty value" if pd.isna(value) or str(value).strip() == ""
+                    else f"{as_written(value)} is not an integer 0-255")
             raise UserError(f"{where(path, row_offset + row, col)}: {what}")
     values = block.to_numpy(dtype=np.float64 if not all(
         pd.api.types.is_integer_dtype(t) for t in block.dtypes) else np.int64)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,12 +50,12 @@ class SubmissionSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SubmissionSpec":
+    def from_dict(cls, d: dict) -> SubmissionSpec:
         return cls(**{k: d[k] for k in ("kind", "id_column", "columns", "classes", "positive_class", "class_names")
                       if k in d})
 
     @classmethod
-    def labels(cls, classes: Sequence[str], id_column: str = "id", target: str = "label") -> "SubmissionSpec":
+    def labels(cls, classes: Sequence[str], id_column: str = "id", target: str = "label") -> SubmissionSpec:
         return cls("label", id_column, [target], list(classes))
 
     def values(self, probs: np.ndarray) -> pd.DataFrame:
@@ -81,10 +81,12 @@ def column_mismatch(path: os.PathLike | str, got: Sequence[str], want: Sequence[
     if extra:
         detail.append(f"extra column {', '.join(repr(c) for c in extra[:3])}" + (" ..." if len(extra) > 3 else ""))
     if missing:
-        detail.append(f"missing column {', '.join(repr(c) for c in missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+        detail.append(f"missing column {', '.join(repr(c) for c in missing[:3])}"
+                      + (" ..." if len(missing) > 3 else ""))
     if not detail:
         detail.append("columns out of order")
-    shown = lambda cols: str(list(cols)) if len(cols) <= 8 else f"[{', '.join(map(repr, cols[:6]))}, ... ({len(cols)} columns)]"  # noqa: E731
+    shown = lambda cols: (str(list(cols)) if len(cols) <= 8  # noqa: E731
+                          else f"[{', '.join(map(repr, cols[:6]))}, ... ({len(cols)} columns)]")
     return f"{path}: columns {shown(list(got))} do not match {ref} {shown(list(want))} ({'; '.join(detail)})"
 
 
@@ -114,7 +116,7 @@ def _check_probabilities(sub: pd.DataFrame, columns: Sequence[str], path, rows_s
 
 
 def validate_submission(path: str | os.PathLike, sample_path: str | os.PathLike,
-                        spec: "SubmissionSpec | Sequence[str]", name: str | None = None) -> pd.DataFrame:
+                        spec: SubmissionSpec | Sequence[str], name: str | None = None) -> pd.DataFrame:
     """Check `path` against the competition's sample submission; return it (cells as strings).
 
     Columns and their order, row count, the id set, no empty cell, no repeated id; then by kind:
@@ -144,12 +146,14 @@ def validate_submission(path: str | os.PathLike, sample_path: str | os.PathLike,
     columns = list(sample.columns[1:])
     if spec.kind == "label":
         allowed = set(spec.classes)
-        shown = ", ".join(spec.classes[:12]) + (f", ... ({len(spec.classes)} classes)" if len(spec.classes) > 12 else "")
+        shown = ", ".join(spec.classes[:12]) + (f", ... ({len(spec.classes)} classes)"
+                                                if len(spec.classes) > 12 else "")
         for col in columns:
             bad = ~sub[col].isin(allowed)
             if bad.any():
                 row = int(bad.to_numpy().argmax())
-                raise UserError(f"{where(path, row, col)}: '{sub[col].iloc[row]}' is not a class (expected one of {shown})")
+                raise UserError(f"{where(path, row, col)}: '{sub[col].iloc[row]}' is not a class "
+                                f"(expected one of {shown})")
     else:
         _check_probabilities(sub, columns, path, rows_sum_to_one=spec.kind == "class_probs")
     return sub

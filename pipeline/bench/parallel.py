@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,6 @@ from pipeline.core import paths
 from pipeline.core.config import read_params
 from pipeline.core.provenance import machine
 from pipeline.distributed import dvcstate
-from serve.atomic import write_json
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
@@ -131,12 +129,11 @@ def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, tr
                      "ratio": round(times["sequential"] / times["parallel"], 3)})
         _logger.info("bench round %d: sequential %.0f s, parallel %.0f s, ratio %.2f", r + 1, times["sequential"],
                      times["parallel"], runs[-1]["ratio"])
-    result = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": machine(),
-              "folds": len(names), "epochs": read_params(seq / "params.yaml")["train"]["epochs"], "workers": workers,
+    result = {"cpu": machine(), "folds": len(names), "epochs": read_params(seq / "params.yaml")["train"]["epochs"],
+              "workers": workers,
               "train_rows": len(np.load(seq / "data/prepared/train_labels.npy", mmap_mode="r")),
               "runs": runs, "accuracy_sequential": _fold_accuracy(seq), "accuracy_parallel": _fold_accuracy(par),
               "load_after": [round(x, 2) for x in os.getloadavg()]}
-    write_json(paths.BENCH_PARALLEL, result)
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return result

@@ -6,7 +6,8 @@ import typer
 from pipeline.core.console import configure, run_or_exit
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="foldwise: k-fold timm training with DVC and ONNX batch inference for Kaggle image classification.")
+                  help="foldwise: k-fold timm training with DVC and ONNX batch inference for Kaggle image "
+                       "classification.")
 
 
 @app.callback()

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from serve.errors import UserError
-
+from pipeline.bench.record import write_record
 from pipeline.cli.app import app
 from pipeline.core import paths
+from serve.errors import UserError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios measured side by side in one run.")
 app.add_typer(bench_app, name="bench", rich_help_panel="Kaggle and benchmarks")
@@ -31,6 +30,7 @@ def bench_train(steps: int = typer.Option(40, help="Train steps per measurement.
     from pipeline.bench.train import bench_train as run_bench
 
     r = run_bench(steps=steps, fold=fold, rounds=rounds)
+    write_record("train", r)
     typer.echo(f"model {r['model']}, batch {r['batch_size']}, workers {r['num_workers']}, "
                f"{r['threads']} threads, {r['device']}, {r['steps']} steps x {rounds} rounds")
     typer.echo(f"CPU {r['cpu']}")
@@ -59,8 +59,10 @@ def bench_fold(against: Path = typer.Option(..., help="Params or preset file who
     from pipeline.bench.train import bench_fold as run_bench
 
     r = run_bench(against, steps=steps, fold=fold, rounds=rounds)
+    write_record("fold", r)
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    typer.echo(f"fold {r['fold']}, {r['threads']} threads, {r['steps']} steps x {r['rounds']} rounds, load average {load}")
+    typer.echo(f"fold {r['fold']}, {r['threads']} threads, {r['steps']} steps x {r['rounds']} rounds, "
+               f"load average {load}")
     typer.echo(f"{'params':<32} {'model':<14} {'epochs':>6} {'train img/s':>12} {'val img/s':>10} {'fold s':>8}")
     for name, v in r["sides"].items():
         typer.echo(f"{name:<32} {v['model']:<14} {v['epochs']:>6} {v['train_images_per_s']:>12.0f} "
@@ -70,21 +72,17 @@ def bench_fold(against: Path = typer.Option(..., help="Params or preset file who
 
 @bench_app.command("infer")
 def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes (repeat the option)."),
-                threads: Optional[int] = typer.Option(None, help="Threads for both torch and onnxruntime.")) -> None:
+                threads: int | None = typer.Option(None, help="Threads for both torch and onnxruntime.")) -> None:
     """PyTorch eager (folds x TTA views) vs FP32 and INT8 ONNX ensembles: images/s and ratios.
 
     Example: foldwise bench infer --batch 1 --batch 64 --batch 512
 
-    Also writes bench/infer.json, which the report shows.
+    Writes bench/infer.json, which the report shows (every bench command writes bench/<name>.json).
     """
     from pipeline.bench.infer import bench_infer as run_bench
 
     rows = run_bench(tuple(batch), threads)
-    from datetime import datetime, timezone
-
-    from serve.atomic import write_json
-    write_json(paths.BENCH_INFER, {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                          "rows": rows})
+    write_record("infer", rows)
     from pipeline.training.hardware import describe
 
     typer.echo(f"{rows[0]['folds']} folds x {rows[0]['views']} views, {rows[0]['threads']} threads, CPU "
@@ -110,6 +108,7 @@ def bench_decode(images: int = typer.Option(600, help="Generated JPEGs."),
     from pipeline.bench.decode import bench_decode as run_bench
 
     r = run_bench(images, side, target)
+    write_record("decode", r)
     typer.echo(f"{r['images']} {r['source']} -> {r['target']}, {r['workers']} cores; images/s (median of rounds)")
     base = r["rates"]["1 thread"]
     for name, rate in r["rates"].items():
@@ -128,18 +127,19 @@ def bench_stream(rows: int = typer.Option(1_000_000, help="Images in the generat
     from pipeline.bench.stream import bench_stream as run_bench
 
     r = run_bench(rows, model, workdir, keep=keep)
+    write_record("stream", r)
     typer.echo(f"{r['rows']} images ({r['input_bytes'] / 1e9:.2f} GB CSV) with {r['model']}: "
                f"{r['seconds']:.0f}s, {r['images_per_second']:.0f} images/s, "
                f"peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB, {r['rows_written']} rows written")
 
 
 @bench_app.command("parallel")
-def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on both sides (a shorter run; "
+def bench_parallel(epochs: int | None = typer.Option(1, help="train.epochs on both sides (a shorter run; "
                                                      "params.yaml's own value with --epochs 0)."),
                    workers: int = typer.Option(2, help="Parallel side: single-thread Ray workers; sequential "
                                                "side: torch threads."),
                    rounds: int = typer.Option(1, help="Rounds, alternating which side goes first."),
-                   train_rows: Optional[int] = typer.Option(None, help="Only the first N training images "
+                   train_rows: int | None = typer.Option(None, help="Only the first N training images "
                                                             "(a shorter run) [default: all]."),
                    keep: bool = typer.Option(False, help="Keep bench/parallel-folds/ (both project copies).")) -> None:
     """Every fold with `foldwise train --parallel` (1-thread Ray workers) vs sequential `dvc repro` of the
@@ -158,12 +158,13 @@ def bench_parallel(epochs: Optional[int] = typer.Option(1, help="train.epochs on
                    f"ratio {run['ratio']:.2f}x")
     for side in ("sequential", "parallel"):
         typer.echo(f"{side:>10} val accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in r[f"accuracy_{side}"].items()))
-    typer.echo(f"load average after: {r['load_after']} (wrote bench/parallel.json)")
+    write_record("parallel", r)
+    typer.echo(f"load average after: {r['load_after']} (wrote {paths.BENCH_PARALLEL})")
 
 
 @bench_app.command("serve")
 def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensemble to serve."),
-                threads: Optional[int] = typer.Option(None, help="onnxruntime threads, server and offline alike "
+                threads: int | None = typer.Option(None, help="onnxruntime threads, server and offline alike "
                                                                "[default: all cores]."),
                 max_batch: int = typer.Option(64, help="The server's --max-batch."),
                 max_delay_ms: float = typer.Option(5.0, help="The server's --max-delay-ms."),
@@ -174,9 +175,9 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
                 offline_images: int = typer.Option(1024, help="Images for each offline `foldwise predict` run."),
                 soak_seconds: float = typer.Option(600.0, help="Memory run at --soak-concurrency (0: skip)."),
                 soak_concurrency: int = typer.Option(64, help="Clients during the memory run."),
-                url: Optional[str] = typer.Option(None, help="Use this running server (loopback only) instead of "
+                url: str | None = typer.Option(None, help="Use this running server (loopback only) instead of "
                                                               "starting one (no memory run then)."),
-                token_file: Optional[Path] = typer.Option(None, help="Bearer token for --url.")) -> None:
+                token_file: Path | None = typer.Option(None, help="Bearer token for --url.")) -> None:
     """The HTTP server under load vs offline `foldwise predict` on the same model and threads, in one run.
 
     Throughput, p50/p95/p99 latency and the batcher's mean batch at each concurrency and request
@@ -184,9 +185,6 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
 
     Example: foldwise bench serve --model models/ensemble.onnx --threads 2
     """
-    from datetime import datetime, timezone
-
-    from serve.atomic import write_json
     from serve.http.bench import bench_serve as run_bench
     from serve.http.config import read_token
 
@@ -195,7 +193,7 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
     token = read_token(token_file) if token_file else None
     r = run_bench(model, threads, max_batch, max_delay_ms, tuple(concurrency), tuple(size), images, seconds,
                   offline_images, soak_seconds, soak_concurrency, url, token, progress=typer.echo)
-    write_json(paths.BENCH_SERVE, {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **r})
+    write_record("serve", r)
     typer.echo(f"\n{r['model']} on {r['provider']}, {r['threads'] or 'all'} threads; max batch {r['max_batch']}, "
                f"max delay {r['max_delay_ms']:g} ms")
     typer.echo(f"CPU: {r['cpu']}; load average {r['load_average_start']} (start), {r['load_average_end']} (end)")
@@ -204,16 +202,19 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
     typer.echo(f"{'images/req':>10} {'conc':>5} {'requests':>8} {'images/s':>9} {'offline':>8} {'vs offline':>10} "
                f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'batch ms':>9} errors")
     for s in r["scenarios"]:
-        typer.echo(f"{s['images_per_request']:>10} {s['concurrency']:>5} {s['requests']:>8} {s['images_per_second']:>9.0f} "
+        typer.echo(f"{s['images_per_request']:>10} {s['concurrency']:>5} {s['requests']:>8} "
+                   f"{s['images_per_second']:>9.0f} "
                    f"{s['offline_images_per_second']:>8.0f} {s['vs_offline']:>9.2f}x {s['p50_ms']:>8.1f} "
-                   f"{s['p95_ms']:>8.1f} {s['p99_ms']:>8.1f} {s['mean_batch']:>10.1f} {s['mean_batch_compute_ms']:>9.1f} "
+                   f"{s['p95_ms']:>8.1f} {s['p99_ms']:>8.1f} {s['mean_batch']:>10.1f} "
+                   f"{s['mean_batch_compute_ms']:>9.1f} "
                    f"{s['errors'] or '-'}")
     single = {s["concurrency"]: s for s in r["scenarios"] if s["images_per_request"] == 1}
     if 1 in single and single:
         full = single[max(single)]
         bound = r["max_delay_ms"] + full["mean_batch_compute_ms"]
         verdict = "within" if single[1]["p99_ms"] <= bound else "ABOVE"
-        typer.echo(f"concurrency 1: p99 {single[1]['p99_ms']:.1f} ms {verdict} max delay {r['max_delay_ms']:g} ms + one "
+        typer.echo(f"concurrency 1: p99 {single[1]['p99_ms']:.1f} ms {verdict} max delay {r['max_delay_ms']:g} ms "
+                   "+ one "
                    f"batch's compute ({full['mean_batch_compute_ms']:.1f} ms, mean batch {full['mean_batch']:.1f} at "
                    f"concurrency {max(single)}) = {bound:.1f} ms; its own batches of "
                    f"{single[1]['mean_batch']:.1f} took {single[1]['mean_batch_compute_ms']:.1f} ms on average "
@@ -222,8 +223,21 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
         k = r["soak"]
         typer.echo(f"memory over {k['seconds']:.0f} s at concurrency {soak_concurrency} ({k['requests']} requests, "
                    f"{k['images_per_second']:.0f} images/s, errors {k['errors'] or '-'}): server RSS start "
-                   f"{k['rss_start_mib']:.0f} MiB, after warm-up {k['rss_after_warmup_mib']:.0f}, end {k['rss_end_mib']:.0f}, "
+                   f"{k['rss_start_mib']:.0f} MiB, after warm-up {k['rss_after_warmup_mib']:.0f}, "
+                   f"end {k['rss_end_mib']:.0f}, "
                    f"max {k['rss_max_mib']:.0f}; growth after warm-up {k['growth_after_warmup_mib']:+.1f} MiB")
         typer.echo("RSS samples (s, MiB): " + " ".join(f"{t:.0f}:{m:.0f}" for t, m in k["samples"]))
 
 
+@bench_app.command("results")
+def bench_results(check: bool = typer.Option(False, "--check", help="Only say whether docs/results.md is up to "
+                                                                    "date (exit 2 when it is not).")) -> None:
+    """Write docs/results.md's benchmark section from the records kept in docs/results/*.json.
+
+    Example: cp bench/infer.json docs/results/infer-2026-12-01.json && foldwise bench results
+    """
+    from pipeline.bench.results import RESULTS_MD
+    from pipeline.bench.results import main as run_results
+
+    fresh = run_results(check=check)
+    typer.echo(f"{RESULTS_MD}: " + ("up to date" if fresh else "rewrote its benchmark section"))

@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from serve.errors import UserError
-
 from pipeline.cli.app import app
+from serve.errors import UserError
 
 PANEL = "Inference"
 
@@ -22,19 +20,19 @@ def predict(
                                "models/export.json: the fastest graph within export.predict_tolerance OOF of fp32."),
     input: Path = typer.Option(..., "--input", "-i", help="Pixel CSV (id + pixel columns) or uint8 .npy [N,H,W(,C)]."),
     output: Path = typer.Option(..., "--output", "-o", help="CSV to write: id,label."),
-    ids: Optional[Path] = typer.Option(None, help="For .npy input: CSV whose id column names the rows."),
-    sample: Optional[Path] = typer.Option(None, help="Sample submission: order rows like it and validate."),
-    probs: Optional[Path] = typer.Option(None, help="Also write class probabilities to this CSV."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per onnxruntime call [default 256]."),
-    provider: Optional[str] = typer.Option(None, help="auto | cpu | cuda [default auto]."),
-    threads: Optional[int] = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
+    ids: Path | None = typer.Option(None, help="For .npy input: CSV whose id column names the rows."),
+    sample: Path | None = typer.Option(None, help="Sample submission: order rows like it and validate."),
+    probs: Path | None = typer.Option(None, help="Also write class probabilities to this CSV."),
+    batch_size: int | None = typer.Option(None, help="Images per onnxruntime call [default 256]."),
+    provider: str | None = typer.Option(None, help="auto | cpu | cuda [default auto]."),
+    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
     chunk_rows: int = typer.Option(4096, help="Rows read, predicted and written (resumably) at a time."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
-    config: Optional[Path] = typer.Option(None, help="Take defaults from this params file's `predict` section."),
+    config: Path | None = typer.Option(None, help="Take defaults from this params file's `predict` section."),
     ray: bool = typer.Option(False, "--ray", help="Distributed over a Ray cluster (Ray Data, onnxruntime actors); "
                              "--input may then be a glob or a folder of shards (needs the [ray] extra)."),
-    address: Optional[str] = typer.Option(None, help="--ray: cluster address [default: RAY_ADDRESS, else local]."),
-    workers: Optional[int] = typer.Option(None, help="--ray: onnxruntime actors [default: one per GPU, else "
+    address: str | None = typer.Option(None, help="--ray: cluster address [default: RAY_ADDRESS, else local]."),
+    workers: int | None = typer.Option(None, help="--ray: onnxruntime actors [default: one per GPU, else "
                                           "CPUs / threads]."),
     shard_rows: int = typer.Option(4096, help="--ray: images per shard when a folder of images is split."),
 ) -> None:
@@ -72,14 +70,14 @@ def predict(
     typer.echo(result.summary(output))
 
 
-def _predict_ray(model: Path, input_spec: str, output: Path, ids: Optional[Path], sample: Optional[Path],
-                 probs: Optional[Path], batch_size: Optional[int], provider: Optional[str], threads: Optional[int],
-                 chunk_rows: int, require_gpu: bool, config: Optional[Path], address: Optional[str],
-                 workers: Optional[int], shard_rows: int) -> None:
+def _predict_ray(model: Path, input_spec: str, output: Path, ids: Path | None, sample: Path | None,
+                 probs: Path | None, batch_size: int | None, provider: str | None, threads: int | None,
+                 chunk_rows: int, require_gpu: bool, config: Path | None, address: str | None,
+                 workers: int | None, shard_rows: int) -> None:
     """`foldwise predict --ray`: pipeline/distributed/ray_predict.py."""
     from pipeline.core.config import build, load_section
-    from pipeline.export.params import PredictParams
     from pipeline.distributed.ray_predict import predict_distributed
+    from pipeline.export.params import PredictParams
 
     if ids is not None or require_gpu:
         raise UserError("--ray takes pixel CSVs or image folders (no --ids) and picks GPUs itself (no --require-gpu)")
@@ -107,14 +105,14 @@ def serve(
     max_body_mb: float = typer.Option(64.0, help="Request body size limit (MiB), job uploads aside."),
     max_upload_mb: float = typer.Option(4096.0, help="A job's uploaded file size limit (MiB)."),
     max_pixels: int = typer.Option(40_000_000, help="Pixels of one image before decoding (decompression bombs)."),
-    token_file: Optional[Path] = typer.Option(None, help="File holding the bearer token clients must send."),
-    data_root: Optional[Path] = typer.Option(None, help="Jobs may name server-side files only under this folder."),
+    token_file: Path | None = typer.Option(None, help="File holding the bearer token clients must send."),
+    data_root: Path | None = typer.Option(None, help="Jobs may name server-side files only under this folder."),
     jobs_dir: Path = typer.Option(Path("jobs"), help="Where jobs (inputs, state, results) are kept."),
     job_chunk_rows: int = typer.Option(4096, help="Rows a job predicts and checkpoints at a time."),
     job_batch_size: int = typer.Option(256, help="Images per onnxruntime run inside a job."),
-    model_name: Optional[str] = typer.Option(None, help="Model name in /v2/models/<name> [default: the file's stem]."),
+    model_name: str | None = typer.Option(None, help="Model name in /v2/models/<name> [default: the file's stem]."),
     provider: str = typer.Option("auto", help="auto | cpu | cuda."),
-    threads: Optional[int] = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
+    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One JSON line per request on stderr."),
     spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="Let onnxruntime threads spin-wait between "

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
+
 from pipeline.cli.app import app
 
 kaggle_app = typer.Typer(no_args_is_help=True, help="Code competitions: the model as a Kaggle dataset, an offline "
@@ -23,7 +23,8 @@ def _submit_params():
 
 
 @kaggle_app.command("package")
-def kaggle_package(dry_run: bool = typer.Option(False, "--dry-run", help="Build kaggle/dataset/ only; upload nothing.")) -> None:
+def kaggle_package(dry_run: bool = typer.Option(False, "--dry-run",
+                                                help="Build kaggle/dataset/ only; upload nothing.")) -> None:
     """Build kaggle/dataset/ (chosen ONNX graph, serve wheel, offline wheels, dataset-metadata.json) and create or
     version the Kaggle dataset, once per content; wait until Kaggle has processed it.
 
@@ -34,8 +35,9 @@ def kaggle_package(dry_run: bool = typer.Option(False, "--dry-run", help="Build 
 
 
 @kaggle_app.command("notebook")
-def kaggle_notebook(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Notebook to write [default: "
-                                                                                       "kaggle/kernel/<kernel slug>.ipynb].")) -> None:
+def kaggle_notebook(output: Path | None = typer.Option(None, "--output", "-o",
+                                                      help="Notebook to write [default: "
+                                                           "kaggle/kernel/<kernel slug>.ipynb].")) -> None:
     """Write the offline inference notebook: reads the competition's test files under /kaggle/input with the readers
     and resize of `foldwise predict`, writes /kaggle/working/submission.csv (validated), prints the throughput.
 
@@ -48,7 +50,7 @@ def kaggle_notebook(output: Optional[Path] = typer.Option(None, "--output", "-o"
 
 
 @kaggle_app.command("push")
-def kaggle_push(notebook: Optional[Path] = typer.Option(None, help="The notebook [default: the one `foldwise kaggle "
+def kaggle_push(notebook: Path | None = typer.Option(None, help="The notebook [default: the one `foldwise kaggle "
                                                                      "notebook` wrote]."),
                 dry_run: bool = typer.Option(False, "--dry-run", help="Write kernel-metadata.json and look for a "
                                                                       "duplicate; push and submit nothing.")) -> None:

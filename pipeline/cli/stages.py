@@ -6,8 +6,6 @@
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from pipeline.cli.app import app
@@ -36,15 +34,15 @@ def prepare() -> None:
 
 
 @app.command(rich_help_panel=PANEL)
-def train(fold: Optional[int] = typer.Option(None, "--fold", "-k", help="Fold index (0-based)."),
-          seed: Optional[int] = typer.Option(None, help="Seed [default: this fold's seed in train.folds]."),
+def train(fold: int | None = typer.Option(None, "--fold", "-k", help="Fold index (0-based)."),
+          seed: int | None = typer.Option(None, help="Seed [default: this fold's seed in train.folds]."),
           parallel: bool = typer.Option(False, "--parallel", help="Train every stale train@k at once on Ray, "
                                         "then record them in dvc.lock (needs the [ray] extra)."),
-          address: Optional[str] = typer.Option(None, help="--parallel: Ray cluster [default: RAY_ADDRESS, "
+          address: str | None = typer.Option(None, help="--parallel: Ray cluster [default: RAY_ADDRESS, "
                                                 "else a local Ray on this machine]."),
-          cpus_per_fold: Optional[float] = typer.Option(None, help="--parallel: CPUs (= torch threads) per fold "
+          cpus_per_fold: float | None = typer.Option(None, help="--parallel: CPUs (= torch threads) per fold "
                                                         "[default: the cluster's CPUs / stale folds]."),
-          gpus_per_fold: Optional[float] = typer.Option(None, help="--parallel: GPUs per fold [default: 1 if the "
+          gpus_per_fold: float | None = typer.Option(None, help="--parallel: GPUs per fold [default: 1 if the "
                                                         "cluster has GPUs, else 0]."),
           dry_run: bool = typer.Option(False, "--dry-run", help="--parallel: list the stale folds, train nothing."),
           sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: SyncBatchNorm across the "
@@ -105,7 +103,8 @@ def export() -> None:
 
 
 @app.command(rich_help_panel=PANEL)
-def submit(dry_run: bool = typer.Option(False, "--dry-run", help="Validate and look for a duplicate; upload nothing.")) -> None:
+def submit(dry_run: bool = typer.Option(False, "--dry-run",
+                                        help="Validate and look for a duplicate; upload nothing.")) -> None:
     """Stage submit: validate submissions/submission.csv, upload it once (submit.enabled), wait for the score.
 
     Example: foldwise submit --dry-run

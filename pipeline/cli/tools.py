@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,7 +29,8 @@ def init(source: str = typer.Argument(..., help="The competition: a zip, a folde
 
     Example: foldwise init ~/Downloads/aerial-cactus-identification.zip && dvc repro
     """
-    from pipeline.tools.init import run as run_init, summary
+    from pipeline.tools.init import run as run_init
+    from pipeline.tools.init import summary
 
     found = run_init(source, params)
     for line in summary(found):
@@ -39,7 +39,7 @@ def init(source: str = typer.Argument(..., help="The competition: a zip, a folde
 
 
 @app.command(rich_help_panel=PANEL)
-def compare(plot: Optional[Path] = typer.Option(Path("experiments.png"), help="Bar plot of OOF vs public/local "
+def compare(plot: Path | None = typer.Option(Path("experiments.png"), help="Bar plot of OOF vs public/local "
                                                                               "score per experiment.")) -> None:
     """DVC experiments side by side: changed params, OOF accuracy, public or local score.
 
@@ -50,10 +50,10 @@ def compare(plot: Optional[Path] = typer.Option(Path("experiments.png"), help="B
 
 
 @app.command(rich_help_panel=PANEL)
-def submissions(competition: Optional[str] = typer.Option(None, help="Kaggle slug (default: submit.competition "
+def submissions(competition: str | None = typer.Option(None, help="Kaggle slug (default: submit.competition "
                                                                          "or the slug the data came from)."),
                 history: Path = typer.Option(paths.HISTORY, help="Local file hash -> OOF record."),
-                public_rows: Optional[int] = typer.Option(None, help="Test rows behind the public score, for its 95% "
+                public_rows: int | None = typer.Option(None, help="Test rows behind the public score, for its 95% "
                                                                       "CI (default: submit.public_rows).")) -> None:
     """The competition's submissions: public score, its 95% CI and each file's local OOF accuracy side by side.
 
@@ -70,7 +70,7 @@ def score(submission: Path = typer.Argument(..., help="Submission CSV (labels, o
           metric: str = typer.Option("auto", help=f"auto | {' | '.join(METRICS)} (auto: by the submission's kind, "
                                                   + ", ".join(f"{m} for {k}" for k, m in DEFAULT_FOR_SUBMISSION.items())
                                                   + ")."),
-          positive: Optional[str] = typer.Option(None, help="One probability column: the class it is the "
+          positive: str | None = typer.Option(None, help="One probability column: the class it is the "
                                                             "probability of [default: the second class]")) -> None:
     """Score a submission on the ids a solution file covers, with the competition's metric.
 

@@ -23,14 +23,14 @@ from typing import Any, Literal, TypeVar, Union
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 
 PARAMS_FILE = "params.yaml"
 T = TypeVar("T")
 
 
 def _convert(value: Any, tp: Any, key: str, src: str) -> Any:
-    """Check `value` against the annotation `tp` (and convert int->float, list->tuple)."""
+    """Check `value` against the annotation `tp` (converting int to float where a float is wanted)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
@@ -104,7 +104,7 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict:
     try:  # YAML 1.2 as DVC reads it (PyYAML would take `1e-05` for a string)
         data = YAML(typ="safe", pure=True).load(p.read_text())
     except YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{p}: not valid YAML ({first_line(exc, 10_000)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of sections at the top level")
     return data

@@ -14,7 +14,8 @@ import inspect
 import logging
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from serve.errors import UserError
 from serve.logs import setup_logging

@@ -64,4 +64,5 @@ def machine() -> str:
     onnxruntime (`AMD EPYC (2 cores; avx2 fma avx512f avx512_bf16 avx512_vnni)`)."""
     model, flags = cpu_info()
     simd = [f for f in SIMD_FLAGS if f in flags]
-    return f"{model or platform.processor() or platform.machine()} ({os.cpu_count()} cores; {' '.join(simd) or 'no AVX2'})"
+    return (f"{model or platform.processor() or platform.machine()} "
+            f"({os.cpu_count()} cores; {' '.join(simd) or 'no AVX2'})")

@@ -2,7 +2,7 @@
 
     METRICS = Registry[Metric]("metric")            # pipeline/evaluation/metrics.py
     METRICS.add("accuracy", Metric(...))
-    METRICS["accuracy"]; "qwk" in METRICS; METRICS.names()
+    METRICS["accuracy"]; METRICS.lookup(name, "prepare.metric"); "qwk" in METRICS; METRICS.names()
     METRICS.check(params.metric, err, "metric", also=("auto",))   # in a params section's validate()
 
 The families: metrics and ensemble methods (pipeline/evaluation/), layouts (pipeline/data/layouts/),
@@ -12,7 +12,8 @@ never from a list of their own.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from serve.errors import UserError
 
@@ -35,14 +36,15 @@ class Registry(Generic[T]):
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: `@VIEWS.register("hflip")`, or `@register()` to use the function's `__name__`."""
         def decorate(item: T) -> T:
-            return self.add(name or getattr(item, "__name__"), item)
+            return self.add(name or item.__name__, item)
         return decorate
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._items)
 
-    def get(self, name: str, where: str = "") -> T:
-        """The part called `name`; UserError naming the family and the known names otherwise."""
+    def lookup(self, name: str, where: str = "") -> T:
+        """The part called `name`; UserError naming the family and the known names otherwise (not
+        dict.get: there is no default)."""
         if name not in self._items:
             prefix = f"{where}: " if where else ""
             raise UserError(f"{prefix}unknown {self.family} '{name}' (known: {', '.join(self._items)})")

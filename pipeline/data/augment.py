@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import albumentations as A
 
@@ -30,7 +31,7 @@ def build_augment(spec: dict[str, Any], err: Callable[..., UserError] | None = N
     `train.augment` (via `err`, which prefixes the params file and key).
     """
     if err is None:
-        def err(msg: str, key: str | None = None) -> UserError:  # noqa: ARG001
+        def err(msg: str, key: str | None = None) -> UserError:
             return UserError(f"train.augment: {msg}")
     if not spec:
         return None

@@ -72,7 +72,8 @@ def dataset_to_competition(dataset_zip: Path, params: DownloadParams, target: Pa
     """A labelled dataset zip -> a competition zip (train.csv, test.csv with ids, sample_submission.csv)
     and its solution file (id, label), streamed row by row. Returns the number of test rows."""
     arch = CompetitionArchive(dataset_zip)
-    for name, key in ((params.dataset_train_file, "dataset_train_file"), (params.dataset_test_file, "dataset_test_file")):
+    for name, key in ((params.dataset_train_file, "dataset_train_file"),
+                      (params.dataset_test_file, "dataset_test_file")):
         if not arch.has(name):
             raise UserError(f"kaggle dataset '{params.dataset}': no file '{name}' (download.{key}); "
                             f"it has {', '.join(arch.names[:10])}")

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,24 +46,24 @@ class PrepareParams:
     """How to read the competition (layout, files, columns, classes, submission, metric, image size)
     and how to split it into folds. `null` / `auto` values are found in the data."""
     layout: str = "auto"                     # auto | a name of LAYOUTS (pipeline/data/layouts/)
-    train_file: Optional[str] = None         # pixel_csv: the train CSV; labels_csv: the labels CSV
-    test_file: Optional[str] = None          # pixel_csv: the test CSV
-    train_images: Optional[str] = None       # labels_csv: folder of training images; class_folders: their root
-    test_images: Optional[str] = None        # folder of test images
-    sample_submission: Optional[str] = None  # default: the one sample*submission*.csv
-    id_column: Optional[str] = None          # default: the sample submission's first column
-    target_column: Optional[str] = None      # the training labels' column (default: found by name)
-    classes: Optional[list[Any]] = None      # declare the classes (and their order); default: from the labels
+    train_file: str | None = None         # pixel_csv: the train CSV; labels_csv: the labels CSV
+    test_file: str | None = None          # pixel_csv: the test CSV
+    train_images: str | None = None       # labels_csv: folder of training images; class_folders: their root
+    test_images: str | None = None        # folder of test images
+    sample_submission: str | None = None  # default: the one sample*submission*.csv
+    id_column: str | None = None          # default: the sample submission's first column
+    target_column: str | None = None      # the training labels' column (default: found by name)
+    classes: list[Any] | None = None      # declare the classes (and their order); default: from the labels
     class_names: list[Any] = field(default_factory=list)  # display names, one per class (default: the classes)
     submission: str = "auto"                 # auto | label | binary_prob | class_probs (serve.submission.KINDS)
-    positive_class: Optional[Any] = None     # binary_prob: the class whose probability is submitted
+    positive_class: Any | None = None     # binary_prob: the class whose probability is submitted
     metric: str = "auto"                     # auto | a name of METRICS (pipeline/evaluation/metrics.py)
-    image_size: Optional[list[int]] = None   # [H, W] every image is resized to; default: from the images
-    channels: Optional[int] = None           # 1 or 3; default: 1 if every image is grayscale
+    image_size: list[int] | None = None   # [H, W] every image is resized to; default: from the images
+    channels: int | None = None           # 1 or 3; default: 1 if every image is grayscale
     resize: str = "stretch"                  # stretch | crop | pad (serve.images)
-    pixel_shape: Optional[list[int]] = None  # pixel_csv: [H, W, C] of a row; default: square
+    pixel_shape: list[int] | None = None  # pixel_csv: [H, W, C] of a row; default: square
     max_pixels: int = 89_478_485             # larger images are refused (decompression bombs)
-    workers: Optional[int] = None            # decoding threads; default: one per core
+    workers: int | None = None            # decoding threads; default: one per core
     n_folds: int = 5
     seed: int = 42
 

@@ -13,7 +13,7 @@ import logging
 import os
 from types import ModuleType
 
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 
 _logger = logging.getLogger(__name__)
 INSTALL_HINT = "pip install -e '.[ray]'"
@@ -52,7 +52,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ModuleTy
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
     except ConnectionError as exc:
-        raise UserError(f"--address {address}: cannot reach a Ray cluster there ({str(exc).splitlines()[0][:160]})") from None
+        raise UserError(f"--address {address}: cannot reach a Ray cluster there "
+                        f"({first_line(exc, 160)})") from None
     resources = ray.cluster_resources()
     _logger.info("Ray %s: %d node(s), %g CPUs, %g GPUs", "cluster at " + address if address else "local instance",
                  len([n for n in ray.nodes() if n.get("Alive")]), resources.get("CPU", 0), resources.get("GPU", 0))

@@ -64,7 +64,8 @@ def fold_stages(root: Path, group: str = "train") -> list[FoldStage]:
             for s in stages:
                 m = TRAIN_CMD.match(s.cmd or "")
                 if not m:
-                    raise UserError(f"dvc.yaml: stage {s.name}: cmd {s.cmd!r} is not `python -m pipeline.stages.train --fold K --seed S`, "
+                    raise UserError(f"dvc.yaml: stage {s.name}: cmd {s.cmd!r} is not "
+                                    "`python -m pipeline.stages.train --fold K --seed S`, "
                                     "which parallel folds run on the workers")
                 found.append(FoldStage(s.name, int(m.group(1)), int(m.group(2)), tuple(o.def_path for o in s.outs)))
     except DvcException as exc:

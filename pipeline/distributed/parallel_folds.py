@@ -171,7 +171,7 @@ def train_parallel(root: Path = Path("."), address: str | None = None, cpus_per_
             stage = pending.pop(ref)
             try:
                 result = ray.get(ref)
-            except Exception as exc:  # noqa: BLE001  (a fold's failure must not lose the folds that finished)
+            except Exception as exc:
                 cause = _task_error(exc)
                 if not isinstance(cause, UserError):
                     raise

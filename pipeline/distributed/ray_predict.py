@@ -149,9 +149,9 @@ def _run_on_ray(todo: list[Shard], model: Path, state: ShardState, address: str 
                 threads: int | None, provider: str, batch_size: int, chunk_rows: int,
                 with_probs: bool) -> tuple[list[tuple[Shard, str]], set[str]]:
     ray = connect(address)
-    import ray.data  # noqa: F401
+    from ray import data as ray_data  # Ray Data: the optional extra's heavier half
 
-    context = ray.data.DataContext.get_current()  # our per-shard log lines are the progress report
+    context = ray_data.DataContext.get_current()  # our per-shard log lines are the progress report
     context.enable_progress_bars = context.print_on_execution_start = context.enable_auto_log_stats = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     resources = ray.cluster_resources()
@@ -164,10 +164,10 @@ def _run_on_ray(todo: list[Shard], model: Path, state: ShardState, address: str 
     workers = max(1, min(workers, len(todo)))
     here = ray.get_runtime_context().get_node_id()
     by_index = {s.index: s for s in todo}
-    ds = ray.data.from_items([{"index": s.index, "kind": s.kind, "source": s.source, "files": list(s.files)}
+    ds = ray_data.from_items([{"index": s.index, "kind": s.kind, "source": s.source, "files": list(s.files)}
                               for s in todo], override_num_blocks=len(todo))
     ds = ds.map(read_shard, num_cpus=0.25, label_selector={"ray.io/node-id": here})  # read where the input is
-    ds = ds.map_batches(ShardPredictor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+    ds = ds.map_batches(ShardPredictor, batch_size=1, compute=ray_data.ActorPoolStrategy(size=workers),
                         num_cpus=cpus, num_gpus=gpus,
                         fn_constructor_kwargs={"model": [ray.put(model.read_bytes())],
                                                "provider": "cuda" if gpus else "cpu",

@@ -16,7 +16,7 @@ weights are not identifiable from them). numpy only: the report reuses `combine`
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -17,8 +17,8 @@ the OOF scores, early stopping, the ensemble choice, `foldwise score`,
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 

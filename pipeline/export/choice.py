@@ -28,7 +28,8 @@ def loss_vs_fp32(export: dict, variant: str) -> float | None:
         return 0.0 if "oof_score" in fp32 else None
     if not entry.get("checked") or "oof_score" not in entry or "oof_score" not in fp32:
         return None
-    metric = METRICS.get(fp32.get("metric", "accuracy"), METRICS["accuracy"])
+    name = fp32.get("metric", "accuracy")
+    metric = METRICS[name] if name in METRICS else METRICS["accuracy"]  # a record of a metric since removed
     delta = entry["oof_score"] - fp32["oof_score"]
     return -delta if metric.higher_is_better else delta
 
@@ -51,8 +52,10 @@ def choose_graph(export: dict, gpu: bool, request: str = "auto") -> tuple[str, s
         why = (export.get(fast) or {}).get("why_not", "not scored by export")
         return "fp32", f"{fast} is the fast graph on a {device} but has no OOF score ({why})"
     if loss > TOLERANCE:
-        return "fp32", f"{fast} lost {100 * loss:.2f} points of OOF score against fp32 (tolerance {100 * TOLERANCE:.1f})"
-    return fast, f"{fast}: the fast graph on a {device}, OOF score within {100 * TOLERANCE:.1f} point of fp32 ({-100 * loss:+.2f})"
+        return "fp32", (f"{fast} lost {100 * loss:.2f} points of OOF score against fp32 "
+                        f"(tolerance {100 * TOLERANCE:.1f})")
+    return fast, (f"{fast}: the fast graph on a {device}, OOF score within {100 * TOLERANCE:.1f} point of fp32 "
+                  f"({-100 * loss:+.2f})")
 
 
 def choose_predict_graph(report: dict, tolerance: float) -> dict:
@@ -65,6 +68,7 @@ def choose_predict_graph(report: dict, tolerance: float) -> dict:
     left_out = [f"{g} (OOF {-100 * loss[g]:+.2f} pts)" for g in speed if g not in ok and loss[g] is not None]
     reason = (f"fastest graph within {100 * tolerance:.2f} pt OOF of fp32 on {report['speed']['provider']}: "
               f"{speed[best]:.0f} images/s ({report['speed']['vs_fp32'][best]:.2f}x fp32), "
-              f"OOF {-100 * (loss[best] or 0.0):+.2f} pts") + (f"; too inaccurate: {', '.join(left_out)}" if left_out else "")
+              f"OOF {-100 * (loss[best] or 0.0):+.2f} pts") + (f"; too inaccurate: {', '.join(left_out)}"
+                                                               if left_out else "")
     return {"graph": best, "file": GRAPH_FILES[best],
             "provider": report["speed"]["provider"], "tolerance": tolerance, "reason": reason}

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from pipeline.core.config import check_choice
 from serve.engine import PROVIDERS
@@ -45,7 +44,7 @@ class PredictParams:
     """params.yaml `predict` (and `foldwise predict`'s defaults): onnxruntime batch, provider, threads."""
     batch_size: int = 256
     provider: str = "auto"           # auto | cpu | cuda (serve.engine.PROVIDERS)
-    threads: Optional[int] = None    # onnxruntime intra-op threads; null: all cores
+    threads: int | None = None    # onnxruntime intra-op threads; null: all cores
 
     def validate(self, err) -> None:
         check_choice(self.provider, PROVIDERS, err, "provider")

@@ -16,6 +16,7 @@ import onnx
 
 from pipeline.evaluation.metrics import Metric
 from serve.engine import run_graph
+from serve.errors import first_line
 
 
 def oof_scores(fold_probs: np.ndarray, probs: np.ndarray, row_folds: np.ndarray, labels: np.ndarray,
@@ -37,7 +38,7 @@ def score_variant(path: Path, x: np.ndarray, y: np.ndarray, row_folds: np.ndarra
         probs, fold_probs = run_graph(path, x)
     except Exception as exc:  # noqa: BLE001  (onnxruntime has no CPU kernel for some fp16 ops)
         return {**entry, "checked": False,
-                "why_not": f"onnxruntime CPU could not run it: {str(exc).splitlines()[0][:200]}"}
+                "why_not": f"onnxruntime CPU could not run it: {first_line(exc)}"}
     scored = oof_scores(fold_probs, probs, row_folds, y, fold_order, metric, positive)
     return {**entry, "checked": True, "rows": int(len(y)), **scored,
             "oof_score_delta": round(scored["oof_score"] - fp32["oof_score"], 6),

@@ -105,7 +105,8 @@ from serve.predict import predict_file
 
 test_input = COMP_DIR / TEST
 if not test_input.exists():
-    raise FileNotFoundError(f"{test_input} not found; {COMP_DIR} holds {sorted(p.name for p in COMP_DIR.iterdir())[:20]}")
+    raise FileNotFoundError(f"{test_input} not found; "
+                            f"{COMP_DIR} holds {sorted(p.name for p in COMP_DIR.iterdir())[:20]}")
 WORKING.mkdir(parents=True, exist_ok=True)
 result = predict_file(DATA_DIR / MODEL, test_input, SUBMISSION, sample=COMP_DIR / SAMPLE, batch_size=BATCH_SIZE,
                       provider="auto")
@@ -113,7 +114,8 @@ print(f"predicted {result.rows} images in {result.seconds:.2f} s: {result.images
       f"{result.provider} (GPU present: {gpu_present()})")
 hidden = result.rows * HIDDEN_SCALE
 seconds = hidden / max(result.images_per_second, 1e-9)
-took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+took = (f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200
+        else f"{seconds / 3600:.1f} h")
 print(f"estimate for a hidden test set {HIDDEN_SCALE:g}x larger ({hidden:,.0f} images): {took} to read, decode "
       "and predict (check it against the competition's run-time limit)")
 '''
@@ -136,7 +138,8 @@ def header(competition: str, dataset: str, manifest: dict) -> str:
     oof = f"OOF {manifest['metric']} {score:.5f}" if isinstance(score, (int, float)) else "no OOF score"
     return (f"# {competition}: foldwise inference, offline\n\n"
             f"Model `{manifest['model']}` ({manifest['graph']}, {oof}, params {manifest['params_hash']}) from the "
-            f"dataset `{dataset}` (sha256:{manifest['tag'][:16]}). Installs `serve/` from the dataset's wheel, predicts "
+            f"dataset `{dataset}` (sha256:{manifest['tag'][:16]}). Installs `serve/` from the dataset's wheel, "
+            "predicts "
             f"the competition's test files with the same readers and resize as `foldwise predict`, and writes "
             f"`/kaggle/working/submission.csv` in the sample submission's format, validated.\n\n"
             "Written by `foldwise kaggle notebook`; foldwise-notebook {TAG}")

@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from serve.errors import UserError
 
@@ -132,7 +133,8 @@ def _refused(kind: str, slug: str) -> str:
                 "(or a team you belong to); check submit.dataset in params.yaml")
     if kind == "kernel":
         return (f"Kaggle refused access to notebook '{slug}' (403): its owner must be your Kaggle username; check "
-                "submit.kernel in params.yaml (GPU notebooks also need a phone-verified account: kaggle.com > Settings)")
+                "submit.kernel in params.yaml (GPU notebooks also need a phone-verified account: "
+                "kaggle.com > Settings)")
     return (f"Kaggle refused access to '{slug}' (403): join the competition and accept its rules at "
             f"https://www.kaggle.com/competitions/{slug}/rules, then run again")
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from pipeline.core import paths
 from pipeline.kaggle import notebook as nb
@@ -67,7 +67,7 @@ def push_receipt(params: SubmitParams, notebook: Path | None = None, dry_run: bo
     meta = json.loads(prepared.meta.read_text())
     oof = {"metric": manifest.get("metric"), "score": manifest.get("oof_score"),
            "accuracy": manifest.get("oof_accuracy")}
-    record: dict = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record: dict = {"time": datetime.now(UTC).isoformat(timespec="seconds")}
     try:
         push.run(api(), refs, path, tag, uploaded, params, meta, prepared.sample_submission, oof,
                  manifest["params_hash"], record, dry_run=dry_run, sleep=sleep)
@@ -96,7 +96,7 @@ def run_code_submission(params: SubmitParams, receipt: Path = paths.RECEIPT,
         reason = NO_CREDENTIALS
     if reason:
         record = {"mode": "code", "uploaded": False, "reason": reason,
-                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                  "time": datetime.now(UTC).isoformat(timespec="seconds")}
         print(f"submit (code): nothing pushed: {reason}")
         write_json(receipt, record)
         return record

@@ -22,20 +22,21 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from pipeline.core import paths
 from pipeline.core.config import params_hash, read_params
 from pipeline.core.provenance import git_commit
-from pipeline.kaggle.params import SubmitParams
-from pipeline.kaggle.client import api, call, poll_until, sdk_call, status_name, username
-from pipeline.core import paths
 from pipeline.export.choice import choose_graph
+from pipeline.kaggle.client import api, call, poll_until, sdk_call, status_name, username
+from pipeline.kaggle.params import SubmitParams
 from pipeline.kaggle.wheels import build_serve_wheel, default_requirements, download_wheels, serve_sources, source_hash
 from serve.atomic import replace_dir, sha256_file, write_json
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 
 _logger = logging.getLogger(__name__)
 DATASET_DIR = paths.KAGGLE_DATASET
@@ -222,7 +223,7 @@ def wait_ready(client: Any, ref: str, params: SubmitParams, sleep: Callable[[flo
 def _check(response: Any, ref: str, action: str) -> None:
     error = getattr(response, "error", None)
     if error:
-        raise UserError(f"kaggle: {action} '{ref}' failed: Kaggle says: {str(error).splitlines()[0][:300]}")
+        raise UserError(f"kaggle: {action} '{ref}' failed: Kaggle says: {first_line(error, 300)}")
 
 
 def upload(client: Any, manifest: dict, params: SubmitParams, folder: Path = DATASET_DIR,
@@ -231,7 +232,7 @@ def upload(client: Any, manifest: dict, params: SubmitParams, folder: Path = DAT
     ref, tag = manifest["dataset"], manifest["tag"]
     existing = call(lambda: get_dataset(client, ref), ref, "looking up dataset", kind="dataset")
     record = {"dataset": ref, "tag": tag, "model": manifest["model"], "graph": manifest["graph"],
-              "uploaded": False, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "uploaded": False, "time": datetime.now(UTC).isoformat(timespec="seconds")}
     if existing is not None and current_holds(existing, tag):
         print(f"package: dataset '{ref}' version {existing.current_version_number} already holds this content "
               f"(sha256:{tag[:16]}); nothing uploaded")

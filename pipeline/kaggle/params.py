@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from pipeline.core.config import check_choice
 from pipeline.core.paths import GRAPH_FILES
@@ -18,18 +18,18 @@ class SubmitParams:
     code competition a model dataset plus an inference notebook that Kaggle re-runs offline (`code`)."""
     mode: Literal["file", "code"] = "file"
     enabled: bool = False
-    competition: Optional[str] = None  # default: the slug the data was downloaded from
-    message: Optional[str] = None      # default: what produced the file (commit, params hash, OOF accuracy)
+    competition: str | None = None  # default: the slug the data was downloaded from
+    message: str | None = None      # default: what produced the file (commit, params hash, OOF accuracy)
     dry_run: bool = False              # validate and check for duplicates, upload nothing
     poll_timeout: float = 900.0        # seconds to wait for Kaggle's score
     poll_interval: float = 5.0         # first wait between polls (doubles, at most 60 s)
-    public_rows: Optional[int] = None  # test rows behind the public score (its 95% CI); null: unknown
+    public_rows: int | None = None  # test rows behind the public score (its 95% CI); null: unknown
     # mode: code
-    dataset: Optional[str] = None      # owner/slug of the model dataset (default: <username>/<competition>-foldwise)
-    kernel: Optional[str] = None       # owner/slug of the notebook (default: <username>/<competition>-foldwise-infer)
+    dataset: str | None = None      # owner/slug of the model dataset (default: <username>/<competition>-foldwise)
+    kernel: str | None = None       # owner/slug of the notebook (default: <username>/<competition>-foldwise-infer)
     graph: str = "auto"                # auto (fastest graph within 0.1 point of FP32's OOF score) | fp32 | int8 | fp16
     gpu: bool = False                  # run the notebook on a GPU session (onnxruntime CUDA)
-    wheels: Optional[list[str]] = None # offline installs: requirements whose wheels go into the dataset
+    wheels: list[str] | None = None # offline installs: requirements whose wheels go into the dataset
     #                                    (null: onnxruntime, or onnxruntime-gpu with gpu; []: none)
     wheels_python: str = "3.11"        # the Python of Kaggle's image, for those wheels
     hidden_scale: float = 10.0         # the notebook estimates its time on a hidden test set this many times larger

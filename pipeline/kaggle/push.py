@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pipeline.kaggle.client import call, poll_until, sdk_call, status_name
 from pipeline.core import paths
 from pipeline.core.provenance import git_commit
 from pipeline.data.prepare import submission_spec
+from pipeline.kaggle.client import call, poll_until, sdk_call, status_name
 from pipeline.kaggle.package import Refs
 from pipeline.kaggle.params import SubmitParams
 from pipeline.kaggle.submissions import find_duplicate, list_submissions, poll
@@ -161,7 +162,8 @@ def run(client: Any, refs_: Refs, notebook: Path, tag: str, package: dict, param
     record.update(kernel_status=status, output=str(out_dir), log=str(log) if log else None)
     if status != "complete":
         raise UserError(f"kaggle: notebook '{refs_.kernel}' version {version} ended '{status}' on Kaggle"
-                        f"{': ' + failure.splitlines()[0][:200] if failure.strip() else ''}; its log is {log or 'empty'}")
+                        f"{': ' + failure.splitlines()[0][:200] if failure.strip() else ''}; "
+                        f"its log is {log or 'empty'}")
     produced = out_dir / OUTPUT_FILE
     if not produced.is_file():
         raise UserError(f"kaggle: notebook '{refs_.kernel}' version {version} wrote no {OUTPUT_FILE} "

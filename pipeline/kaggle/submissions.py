@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.core.provenance import git_commit
 from pipeline.kaggle.client import call, poll_until
@@ -80,12 +81,14 @@ def poll(client: Any, competition: str, ref: int, params: SubmitParams,
     """Wait (doubling the pause, at most 60 s) until submission `ref` is complete or failed."""
     def check() -> tuple[bool, dict | None, str]:
         found = next((s for s in list_submissions(client, competition) if s["ref"] == ref), None)
-        return bool(found and found["status"] in ("complete", "error")), found, (found or {}).get("status", "not listed")
+        return (bool(found and found["status"] in ("complete", "error")), found,
+                (found or {}).get("status", "not listed"))
 
     scored, found = poll_until(check, params.poll_timeout, params.poll_interval, f"submission {ref}", sleep, clock)
     if scored:
         return found
-    _logger.warning("submission %s not scored after %.0fs; `foldwise submissions` shows it later", ref, params.poll_timeout)
+    _logger.warning("submission %s not scored after %.0fs; `foldwise submissions` shows it later", ref,
+                    params.poll_timeout)
     return {**(found or {"ref": ref}), "status": (found or {}).get("status", "pending"), "timed_out": True}
 
 
@@ -112,7 +115,8 @@ def upload_once(client: Any, params: SubmitParams, competition: str, submission:
         ref = getattr(response, "ref", None)
         if not ref or UPLOAD_FAILED in (getattr(response, "message", "") or ""):
             raise UserError(f"kaggle: submitting to '{competition}' failed: the file upload did not complete "
-                            f"({getattr(response, 'message', '') or 'no submission ref'}); nothing was submitted, run again")
+                            f"({getattr(response, 'message', '') or 'no submission ref'}); "
+                            "nothing was submitted, run again")
         record.update(uploaded=True, ref=ref)
         print(f"submit: uploaded {submission} to '{competition}' as submission {ref}; waiting for the score")
         result = poll(client, competition, ref, params, sleep)

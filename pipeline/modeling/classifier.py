@@ -12,15 +12,16 @@ registry when timm is imported anyway (training, other timm models, `train.model
 from __future__ import annotations
 
 import logging
+import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.modeling.nets import OWN_MODELS
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 
 _logger = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class ImageClassifier(nn.Module):
         self.net = net
         self.img_size = img_size
         self.register_buffer("scale", (1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))).view(1, -1, 1, 1))
-        self.register_buffer("shift", (torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).view(1, -1, 1, 1))
+        self.register_buffer("shift", (torch.tensor(mean, dtype=torch.float32)
+                                       / torch.tensor(std, dtype=torch.float32)).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() * self.scale - self.shift
@@ -66,7 +68,7 @@ def _read_weights(path: Path) -> dict:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  (safetensors, pickle and zip errors of many kinds)
         raise UserError(f"train.pretrained_file: {path} is not a readable weights file "
-                        f"({str(exc).splitlines()[0][:160]})") from None
+                        f"({first_line(exc, 160)})") from None
     for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -137,7 +139,7 @@ def create_classifier(model: str, num_classes: int, in_chans: int, native_size: 
     except (RuntimeError, OSError) as exc:
         if pretrained:
             raise UserError(f"train.pretrained: could not load pretrained weights for '{model}' "
-                            f"({str(exc).splitlines()[0][:160]}); this machine may have no access to "
+                            f"({first_line(exc, 160)}); this machine may have no access to "
                             "the Hugging Face hub: set pretrained: false") from None
         raise
     except TypeError as exc:
@@ -153,8 +155,11 @@ def load_fold_model(path: Path) -> tuple[nn.Module, dict]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: not found (run the train stage first)") from None
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable foldwise checkpoint ({str(exc).splitlines()[0][:160]})") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise UserError(f"{path}: not a readable foldwise checkpoint ({first_line(exc, 160)})") from None
+    if not isinstance(ckpt, dict) or not {"model", "state_dict"} <= set(ckpt):
+        raise UserError(f"{path}: not a foldwise checkpoint (no 'model' and 'state_dict' entries: "
+                        "was it written by the train stage?)")
     m = ckpt["model"]
     model = create_classifier(m["name"], m["num_classes"], m["in_chans"], m["native_size"], m["mean"], m["std"],
                               m["img_size"], m["drop_rate"], False, m["model_kwargs"])

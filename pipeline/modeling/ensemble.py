@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,8 @@ class EnsembleModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = images.shape[0]
-        batch = torch.cat([VIEWS[v](images) for v in self.views]) if len(self.views) > 1 else images
+        views = [VIEWS[v](images) for v in self.views]
+        batch = torch.cat(views) if len(views) > 1 else views[0]
         per_fold = []
         for member in self.members:
             logits = member(batch).float().reshape(len(self.views), n, -1)  # [V, N, C]

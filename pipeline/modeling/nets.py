@@ -15,7 +15,8 @@ registry; importing timm here would cost every stage that only rebuilds a fold's
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -277,13 +278,15 @@ def _no_pretrained(name: str, pretrained: bool, kwargs: dict) -> dict:
 @register_model
 def foldwise_cnn(pretrained: bool = False, **kwargs: Any) -> SmallImageCNN:
     """~140k params: widths 32-64-128, depths 2-2-1. The CPU-friendly default."""
-    return SmallImageCNN(**{"widths": (32, 64, 128), "depths": (2, 2, 1), **_no_pretrained("foldwise_cnn", pretrained, kwargs)})
+    return SmallImageCNN(**{"widths": (32, 64, 128), "depths": (2, 2, 1),
+                            **_no_pretrained("foldwise_cnn", pretrained, kwargs)})
 
 
 @register_model
 def foldwise_cnn_l(pretrained: bool = False, **kwargs: Any) -> SmallImageCNN:
     """~1.15M params: widths 64-128-256, depths 2-2-2. For GPUs or long CPU runs."""
-    return SmallImageCNN(**{"widths": (64, 128, 256), "depths": (2, 2, 2), **_no_pretrained("foldwise_cnn_l", pretrained, kwargs)})
+    return SmallImageCNN(**{"widths": (64, 128, 256), "depths": (2, 2, 2),
+                            **_no_pretrained("foldwise_cnn_l", pretrained, kwargs)})
 
 
 @register_model

@@ -57,7 +57,8 @@ def plot_confusion(conf: np.ndarray, names: list[str], path: Path, dpi: int) -> 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(16, 6.5))
     norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
-    for ax, mat, title, fmt in ((axes[0], conf, "counts", "{:d}"), (axes[1], norm, "row-normalised (recall)", "{:.2f}")):
+    for ax, mat, title, fmt in ((axes[0], conf, "counts", "{:d}"),
+                                (axes[1], norm, "row-normalised (recall)", "{:.2f}")):
         ax.imshow(mat if mat is norm else np.log1p(mat), cmap="Blues")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_yticks(range(len(names)), names)

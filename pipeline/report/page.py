@@ -28,15 +28,23 @@ from pipeline.core.config import read_params
 from pipeline.evaluation.confidence import compare_to_oof, oof_vs_public_rows
 from pipeline.report.figures import plot_confusion, plot_curves, plot_cv_vs_lb, plot_grid
 from pipeline.report.params import ReportParams
-from pipeline.report.tables import (confused_pairs, confusion_view, environment, labelled_test_scores,
-                                    oof_probabilities, per_class, read_json)
+from pipeline.report.tables import (
+    confused_pairs,
+    confusion_view,
+    environment,
+    labelled_test_scores,
+    oof_probabilities,
+    per_class,
+    read_json,
+)
 from serve.atomic import atomic_path, write_text
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table.t{border-collapse:collapse;margin:.6em 0}table.t td,table.t th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}
+table.t{border-collapse:collapse;margin:.6em 0}
+table.t td,table.t th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}
 table.t th{background:#f5f5f5}img{max-width:100%}.kpi{display:flex;gap:1.2em;flex-wrap:wrap}
 .kpi div{background:#f5f7fa;border-radius:6px;padding:.6em 1em}.kpi b{display:block;font-size:1.5em}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}.muted{color:#777}"""
@@ -128,10 +136,12 @@ def _training_sections(metrics: dict, folds_df: pd.DataFrame, test_scores: dict 
     metric = metrics.get("metric", "accuracy")
     cand_df = pd.DataFrame([{"candidate": n, **({f"OOF {metric}": v["score"]} if metric not in ("accuracy", "log_loss")
                                                 else {}), "OOF accuracy": v["accuracy"], "OOF log-loss": v["logloss"],
-                             "chosen": "✔" if n == metrics["method"] else ""} for n, v in metrics["candidates"].items()])
+                             "chosen": "✔" if n == metrics["method"] else ""}
+                            for n, v in metrics["candidates"].items()])
     shown = folds_df.assign(**{"train s": folds_df["train s"].map("{:.0f}".format),
                                "images/s": folds_df["images/s"].map("{:.0f}".format)})
-    tests = (f"<p id=test-folds>On the {test_scores['rows']} test rows labelled by {html.escape(test_scores['solution'])}: "
+    tests = (f"<p id=test-folds>On the {test_scores['rows']} test rows labelled by "
+             f"{html.escape(test_scores['solution'])}: "
              + ", ".join(f"fold {k} {v:.4f}" for k, v in test_scores["folds"].items())
              + f"; the exported ensemble {test_scores['ensemble']:.4f}.</p>" if test_scores else
              "<p class=muted>Ensemble gain over single folds is not measurable out-of-fold (each OOF row is "
@@ -183,8 +193,9 @@ def _export_sections(export: dict | None, bench: dict | None, bench_path: Path, 
                         f"{par.get('argmax_identical')}.</p>" + _table(pd.DataFrame(rows_e), "export", "{:.5g}"))
     if bench:
         sections.append("<h2>Inference throughput (images/s)</h2>" +
-                        _table(pd.DataFrame(bench["rows"]), "throughput", "{:.1f}") +
-                        f"<p class=muted>from {bench_path}, measured {html.escape(bench.get('time', ''))}</p>")
+                        _table(pd.DataFrame(bench["result"]), "throughput", "{:.1f}") +
+                        f"<p class=muted>from {bench_path}, measured {html.escape(bench.get('time', ''))} on "
+                        f"{html.escape(bench.get('cpu', ''))}</p>")
     return sections
 
 
@@ -198,7 +209,8 @@ def _submission_sections(receipt: dict | None, metrics: dict, oof_rows: int) -> 
             if k in receipt or k in ("file", "sha256", "uploaded")}
     local = receipt.get("local_score") or {}
     if local:
-        keep["local score"] = f"{local.get('score', local['accuracy']):.4f} on {local['rows']} rows of {local['solution']}"
+        keep["local score"] = (f"{local.get('score', local['accuracy']):.4f} on {local['rows']} rows of "
+                               f"{local['solution']}")
     sections = ["<h2>Submission</h2>" + _table(pd.DataFrame({"": list(keep), "value": [str(v) for v in keep.values()]}),
                                                "submission")]
     scored = [(name, v, n) for name, v, n in (

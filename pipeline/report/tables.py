@@ -87,7 +87,9 @@ def environment(models: Path = paths.MODELS) -> dict[str, Any]:
     """Python, platform, the versions of the libraries that matter, the CPU, the training device."""
     env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
     found = versions(("torch", "timm", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "albumentations", "dvc"))
-    env.update({k: v for k, v in found.items() if k != "python" and not (k == "onnxruntime-gpu" and v == "not installed")})
+    runtime = "onnxruntime-gpu" if found["onnxruntime-gpu"] != "not installed" else "onnxruntime"  # one is there
+    env.update({k: v for k, v in found.items()
+                if k != "python" and (k == runtime or not k.startswith("onnxruntime"))})
     env["cpu"] = machine()
     configs = sorted((models / paths.FOLDS.name).glob("fold*/config.json"))
     env["trained on"] = json.loads(configs[0].read_text()).get("device", "?") if configs else "?"

@@ -19,7 +19,7 @@ from serve.atomic import sha256_file, write_json
 from serve.errors import UserError
 from serve.paths import inside, refuse_overwrite
 
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__spec__.name if __spec__ else __name__)  # pipeline.stages.<name>, also under -m
 
 
 def fetch(params: DownloadParams, archive: Path = paths.ARCHIVE, solution_path: Path = paths.SOLUTION) -> Path | None:

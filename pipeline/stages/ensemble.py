@@ -23,7 +23,7 @@ from pipeline.evaluation.metrics import from_meta, scores
 from pipeline.modeling.ensemble import EnsembleParams, oof_view_logits
 from serve.atomic import atomic_path, write_json
 
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__spec__.name if __spec__ else __name__)  # pipeline.stages.<name>, also under -m
 
 
 def _summary(metric_name: str, candidates: dict, chosen: str, per_fold: dict, covered: np.ndarray) -> dict:

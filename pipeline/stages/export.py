@@ -33,7 +33,7 @@ from pipeline.modeling.ensemble import load_ensemble
 from serve.atomic import atomic_path, write_json
 from serve.engine import run_graph
 
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__spec__.name if __spec__ else __name__)  # pipeline.stages.<name>, also under -m
 
 
 def _rows(params: ExportParams, row_folds: np.ndarray, folds: list[int], n: int) -> tuple[np.ndarray, ...]:

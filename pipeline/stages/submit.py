@@ -18,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.core import paths
 from pipeline.core.config import load_section, params_hash, read_params
@@ -71,7 +72,7 @@ def run(params: SubmitParams, submission: Path = paths.SUBMISSION, receipt: Path
         "file": str(submission), "sha256": digest, "competition": competition, "message": message,
         "metric": metric, "oof_score": oof, "oof_accuracy": oof_accuracy, "params_hash": phash,
         "commit": git_commit(), "dry_run": params.dry_run, "public_rows": params.public_rows,
-        "uploaded": False, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        "uploaded": False, "time": datetime.now(UTC).isoformat(timespec="seconds")}
     local = None
     if source.get("solution") and Path(source["solution"]).is_file():
         score = score_submission(submission, source["solution"], metric, spec.positive_class)

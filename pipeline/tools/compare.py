@@ -13,8 +13,9 @@ import json
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.core import paths
 from pipeline.core.config import PARAMS_FILE
@@ -76,7 +77,8 @@ def experiments(show_json: list | dict) -> list[dict]:
                      "metric": metrics.get("metric", "accuracy"),
                      "oof_score": metrics.get("oof_score", metrics.get("oof_accuracy")),
                      "oof_accuracy": metrics.get("oof_accuracy"), "oof_logloss": metrics.get("oof_logloss"),
-                     "fold_mean": metrics.get("fold_score_mean", metrics.get("fold_accuracy_mean")), "public_score": public, "local_score": local,
+                     "fold_mean": metrics.get("fold_score_mean", metrics.get("fold_accuracy_mean")),
+                     "public_score": public, "local_score": local,
                      "status": data.get("status") or ("Success" if metrics else "no metrics")})
     return rows
 
@@ -142,7 +144,8 @@ def main(plot_path: Path | None) -> list[dict]:
         table.add_column(col, justify="right" if col not in ("experiment", "rev") else "left")
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for r in rows:
-        table.add_row(r["name"], r["rev"], *[str(r["params"].get(k, "")) for k in keys], fmt(r["oof_score"]), fmt(r["oof_accuracy"]),
+        table.add_row(r["name"], r["rev"], *[str(r["params"].get(k, "")) for k in keys], fmt(r["oof_score"]),
+                      fmt(r["oof_accuracy"]),
                       fmt(r["oof_logloss"]), fmt(r["fold_mean"]), fmt(r["public_score"]), fmt(r["local_score"]))
     Console(width=200).print(table)
     if plot_path is not None:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from pipeline.data.archive import extract_competition
 from pipeline.core.config import build, read_params
+from pipeline.data.archive import extract_competition
 from pipeline.data.layouts import detect, read_competition
 from pipeline.data.layouts.common import Files, PixelArray
 from pipeline.data.layouts.decode import image_spec
@@ -117,7 +117,8 @@ def summary(found: dict) -> list[str]:
     raw, t, spec = found["raw"], found["targets"], found["spec"]
     classes = ", ".join(t.classes[:8]) + (f", ... ({len(t.classes)} classes)" if len(t.classes) > 8 else "")
     lines = [f"layout        {found['layout']} ({found['why']})",
-             "files         " + ", ".join(f"{k}={v}" for k, v in raw.found.items() if k not in ("id_column", "target_column")),
+             "files         " + ", ".join(f"{k}={v}" for k, v in raw.found.items()
+                                          if k not in ("id_column", "target_column")),
              f"train         {found['n_train']} images, labels from {raw.labels_file}"
              + (f" column '{raw.labels_column}'" if raw.labels_column else " (class folders)"),
              f"classes       {classes}",
@@ -125,7 +126,8 @@ def summary(found: dict) -> list[str]:
              f"submission    {t.submission.kind}: columns {', '.join(t.submission.columns[:6])}"
              + (" ..." if len(t.submission.columns) > 6 else "")
              + (f" (P of '{t.submission.positive_class}')" if t.submission.positive_class else ""),
-             f"images        {spec.height}x{spec.width}, {spec.channels} channel(s), resize {spec.resize} ({found['size_why']})",
+             f"images        {spec.height}x{spec.width}, {spec.channels} channel(s), resize {spec.resize} "
+             f"({found['size_why']})",
              f"metric        {t.metric} (a guess from the submission kind: confirm it on the competition's "
              "Evaluation page and set prepare.metric if it differs)"]
     lines += [f"note          {n}" for n in raw.notes]

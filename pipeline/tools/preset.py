@@ -17,7 +17,7 @@ from ruamel.yaml.error import YAMLError
 
 from pipeline.tools.sections import validate_all
 from serve.atomic import write_text
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 from serve.paths import refuse_overwrite
 
 _logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def apply_preset(preset: Path, params: Path = Path("params.yaml")) -> list[str]:
     except FileNotFoundError as exc:
         raise UserError(f"{exc.filename}: not found") from None
     except YAMLError as exc:
-        raise UserError(f"{preset}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{preset}: not valid YAML ({first_line(exc, 10_000)})") from None
     if not isinstance(overlay, dict):
         raise UserError(f"{preset}: expected a mapping of params sections")
     _merge(base, overlay, str(preset))

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from serve.errors import first_line
 
 _logger = logging.getLogger(__name__)
 
@@ -76,10 +79,10 @@ def load_checkpoint(path: Path, signature: str) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        _logger.warning("%s: unreadable checkpoint (%s); starting the fold afresh", path, str(exc)[:120])
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as exc:
+        _logger.warning("%s: unreadable checkpoint (%s); starting the fold afresh", path, first_line(exc, 120))
         return None
-    if state.get("signature") != signature:
+    if not isinstance(state, dict) or state.get("signature") != signature:
         _logger.info("%s: from other params, seed or data; starting the fold afresh", path)
         return None
     return state

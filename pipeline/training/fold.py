@@ -72,7 +72,8 @@ def _resume(run: FoldRun, ckpt_path: Path, signature: str, fold: int, dist) -> N
 
 
 def _validate(t: TrainingSetup, images: np.ndarray, labels: np.ndarray, val_rows: np.ndarray, metric: Metric,
-              positive: int | None, device: torch.device, dist) -> tuple[np.ndarray, float, float, float, torch.nn.Module]:
+              positive: int | None, device: torch.device,
+              dist) -> tuple[np.ndarray, float, float, float, torch.nn.Module]:
     """(probs, accuracy, log-loss, metric) on the fold's validation rows, with the EMA weights if kept."""
     scored = t.run.ema.module if t.run.ema is not None else t.run.model
 

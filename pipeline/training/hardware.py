@@ -1,4 +1,5 @@
-"""The device and precision a run uses, and what this CPU can do natively: bf16 math for training, int8 dot products (VNNI) for inference.
+"""The device and precision a run uses, and what this CPU can do natively: bf16 math for training,
+int8 dot products (VNNI) for inference.
 
     from pipeline.training.hardware import cpu_precision
     cpu_precision()   # {'model': 'AMD EPYC', 'bf16': False, 'vnni': False, 'flags': [...], ...}
@@ -15,7 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 import platform
-from pathlib import Path
 
 import torch
 

@@ -117,7 +117,7 @@ class TrainingSetup:
     @classmethod
     def create(cls, params: TrainParams, meta: dict, images: np.ndarray, labels: np.ndarray,
                train_rows: np.ndarray, device: torch.device, seed: int, sampler: EpochBatches | None = None,
-               wrap=None) -> "TrainingSetup":
+               wrap=None) -> TrainingSetup:
         """`sampler` and `wrap` (model -> net, e.g. DDP) are the hooks of pipeline/distributed/ddp.py."""
         channels_last = params.channels_last and not params.model.startswith(("foldwise_mlp", "foldwise_linear"))
         amp_dtype, precision = resolve_precision(params.amp, device)

@@ -8,7 +8,7 @@ other name, timm's; the augmentation is built once with Albumentations to check 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from pipeline.modeling.nets import OWN_MODELS
 
@@ -22,10 +22,10 @@ class TrainParams:
     model: str = "foldwise_air"          # any timm model name (ours: pipeline/modeling/nets.py)
     model_kwargs: dict = field(default_factory=dict)  # extra timm.create_model kwargs
     pretrained: bool = False
-    pretrained_file: Optional[str] = None  # local weights (.safetensors / .pth) instead of the hub's
+    pretrained_file: str | None = None  # local weights (.safetensors / .pth) instead of the hub's
     drop_rate: float = 0.1               # dropout before the classifier
-    drop_path_rate: Optional[float] = None  # stochastic depth, for models that have it
-    img_size: Optional[int] = None       # resize inside the model (e.g. 32 or 64); None: native
+    drop_path_rate: float | None = None  # stochastic depth, for models that have it
+    img_size: int | None = None       # resize inside the model (e.g. 32 or 64); None: native
     epochs: int = 6                      # chosen by OOF (docs/results.md)
     batch_size: int = 128
     optimizer: str = "adamw"             # timm.optim name: adamw, sgd (Nesterov momentum), lamb, ...
@@ -41,15 +41,17 @@ class TrainParams:
     mixup_prob: float = 1.0
     ema: bool = False                    # timm.utils.ModelEmaV3; validation then uses the EMA weights
     ema_decay: float = 0.999
-    patience: Optional[int] = None       # early stopping: epochs without a better validation score
-    grad_clip: Optional[float] = None    # max gradient norm
+    patience: int | None = None       # early stopping: epochs without a better validation score
+    grad_clip: float | None = None    # max gradient norm
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16
     channels_last: bool = True
     compile: bool = False                # torch.compile (opt-in)
     deterministic: bool = False          # torch.use_deterministic_algorithms
     num_workers: int = 0                 # DataLoader worker processes for augmentation
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    augment: dict = field(default_factory=dict)  # Albumentations A.to_dict() form
+    augment: dict = field(default_factory=lambda: {  # Albumentations A.to_dict() form; {} for none
+        "transform": {"__class_fullname__": "Compose", "p": 1.0,
+                      "transforms": [{"__class_fullname__": "HorizontalFlip", "p": 0.5}]}})
 
     def create_kwargs(self) -> dict:
         """The model's own keyword arguments: `model_kwargs`, plus `drop_path_rate` when set."""

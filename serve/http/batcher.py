@@ -23,8 +23,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -211,7 +211,7 @@ class DynamicBatcher:
         t0 = time.perf_counter()
         try:
             probs = self.predict(images)
-        except Exception as exc:  # noqa: BLE001  (handed to every waiting request)
+        except Exception as exc:
             _logger.error("onnxruntime failed on a batch of %d images", len(images), exc_info=exc)
             for item in batch:
                 item.done(exc)

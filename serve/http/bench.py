@@ -48,7 +48,8 @@ def cpu_description() -> str:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    shown = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
+    shown = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+             if f in flags]
     return f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or '-'}"
 
 
@@ -186,7 +187,8 @@ def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, ma
         if url is None:
             max_queue = max(2048, max(concurrencies) * max(sizes))
             server = ServerProcess(model, threads, max_batch, max_delay_ms, max_queue, max(sizes), workdir,
-                                   Path("bench") / "serve-server.log" if Path("bench").is_dir() else workdir / "server.log")
+                                   Path("bench") / "serve-server.log" if Path("bench").is_dir()
+                                   else workdir / "server.log")
             url = server.url
         try:
             health = get_json(f"{url}/v2", token)
@@ -201,10 +203,12 @@ def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, ma
             # onnxruntime mode), so a change in the machine's load hits both sides alike
             previous = offline_pair(model, shape, threads, offline_images, workdir)
             result["offline"] = [previous]
-            progress(f"offline: {previous['spinning']:.0f} images/s ({previous['no_spinning']:.0f} without spin-waiting)")
+            progress(f"offline: {previous['spinning']:.0f} images/s "
+                     f"({previous['no_spinning']:.0f} without spin-waiting)")
             for size in sizes:
                 for conc in concurrencies:
-                    row = _scenario(url, name, meta["inputs"][0]["name"], shape, size, conc, images_budget, seconds, token)
+                    row = _scenario(url, name, meta["inputs"][0]["name"], shape, size, conc, images_budget, seconds,
+                                    token)
                     following = offline_pair(model, shape, threads, offline_images, workdir)
                     result["offline"].append(following)
                     row["offline_images_per_second"] = max((previous[m] + following[m]) / 2 for m in previous)

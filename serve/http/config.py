@@ -82,12 +82,12 @@ class ServeConfig:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServeConfig":
+    def from_json(cls, text: str) -> ServeConfig:
         d = json.loads(text)
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     @classmethod
-    def from_env(cls) -> "ServeConfig":
+    def from_env(cls) -> ServeConfig:
         if ENV not in os.environ:
             raise RuntimeError(f"{ENV} is not set (start the server with `foldwise serve`)")
         return cls.from_json(os.environ[ENV])

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.errors import TooLarge, UnreadableImage, UserError
+from serve.errors import TooLarge, UnreadableImage, UserError, first_line
 
 _logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class ApiError(Exception):
 
 def one_line(message: str, limit: int = 500) -> str:
     """The first line of `message`, at most `limit` characters."""
-    text = str(message).strip().splitlines()[0] if str(message).strip() else "error"
+    text = first_line(message, 10_000) or "error"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

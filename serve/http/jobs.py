@@ -26,9 +26,10 @@ import secrets
 import shutil
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import AsyncIterator, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
@@ -45,7 +46,7 @@ ACTIVE = ("queued", "running")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def count_csv_rows(path: Path) -> int:
@@ -245,7 +246,7 @@ class JobRunner(threading.Thread):
                     continue
                 try:
                     self._run(job)
-                except Exception:  # noqa: BLE001  (our bug: the job fails, the runner goes on)
+                except Exception:
                     _logger.exception("job %s failed", job["id"])
                     self._end(job["id"], "failed", error="internal error (logged on the server)")
 

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -75,7 +75,8 @@ class Metrics:
     def __init__(self, model: str, provider: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("foldwise_requests", "HTTP requests answered", ["method", "route", "status"], registry=r)
+        self.requests = Counter("foldwise_requests", "HTTP requests answered", ["method", "route", "status"],
+                                registry=r)
         self.latency = Histogram("foldwise_request_seconds", "Time from request to response", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("foldwise_batch_size", "Images per onnxruntime run formed by the batcher",
@@ -157,7 +158,7 @@ class AccessLog:
             self.metrics.latency.labels(route=route).observe(seconds)
             if self.enabled and _access.isEnabledFor(logging.INFO):
                 state = scope.get("state") or {}
-                record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                           "client": _client(scope), "method": scope["method"], "path": scope["path"],
                           "route": route, "status": status, "ms": round(seconds * 1000, 2),
                           "bytes_in": received, "bytes_out": sent}

@@ -37,7 +37,7 @@ class ModelCard:
     parameters: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, engine, name: str, max_images: int, extra: dict | None = None) -> "ModelCard":
+    def of(cls, engine, name: str, max_images: int, extra: dict | None = None) -> ModelCard:
         info = engine.info
         h, w, c = info.image_shape
         parameters = {"classes": json.dumps(info.classes), "class_names": json.dumps(info.class_names),
@@ -108,7 +108,8 @@ def _tensor_data(tensor: dict, shape: tuple[int, ...], binary: bytes, offset: in
     if "binary_data_size" in params:
         size = params["binary_data_size"]
         if not isinstance(size, int) or size != count:
-            raise ApiError(400, f"input {name}: binary_data_size {size!r}, expected {count} bytes for shape {list(shape)}")
+            raise ApiError(400, f"input {name}: binary_data_size {size!r}, "
+                                f"expected {count} bytes for shape {list(shape)}")
         if offset + size > len(binary):
             raise ApiError(400, f"input {name}: binary_data_size {size} is past the end of the body")
         return np.frombuffer(binary, np.uint8, size, offset).reshape(shape), offset + size
@@ -125,7 +126,8 @@ def _tensor_data(tensor: dict, shape: tuple[int, ...], binary: bytes, offset: in
     return values.astype(np.uint8).reshape(shape), offset
 
 
-def parse_infer(card: ModelCard, body: bytes, header_length: str | None) -> tuple[np.ndarray, dict[str, bool], str | None]:
+def parse_infer(card: ModelCard, body: bytes,
+                header_length: str | None) -> tuple[np.ndarray, dict[str, bool], str | None]:
     """(images uint8 [N, C, H, W], {output name: as binary}, request id) of a v2 infer request."""
     request, binary = _json_part(body, header_length)
     inputs = request.get("inputs")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import Awaitable, Callable, Iterable
 
 from serve.http.errors import ApiError, error_response
 from serve.images import list_images

@@ -15,8 +15,8 @@ import signal
 import tempfile
 
 from serve.engine import Engine
-from serve.http.config import ENV, ServeConfig
 from serve.http.app import create_app
+from serve.http.config import ENV, ServeConfig
 from serve.http.metrics import setup_access_log
 
 _logger = logging.getLogger(__name__)

@@ -93,7 +93,8 @@ class PredictInputs:
             async with request.form(max_files=2 * self.max_images + 2, max_fields=16) as form:  # closes spooled files
                 files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
                 if not files:
-                    raise ApiError(400, "no files in the form: send -F file=@image.png (one or more) or -F file=@test.csv")
+                    raise ApiError(400, "no files in the form: send -F file=@image.png (one or more) "
+                                        "or -F file=@test.csv")
                 if len(files) > self.max_images:
                     raise self._too_many(len(files), "files")
                 named = [(safe_name(f.filename, i), await f.read()) for i, f in enumerate(files)]
@@ -121,7 +122,8 @@ def label_column(info) -> str:
 def render(info, ids: list[str], probs: np.ndarray, request: Request, model: str, provider: str) -> Response:
     """CSV (Accept: text/csv or ?format=csv) or JSON (the default) of id, label and probabilities."""
     labels = np.asarray(info.classes, dtype=object)[probs.argmax(1)]
-    wanted = request.query_params.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
+    wanted = request.query_params.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "")
+                                                    else "json")
     if wanted not in ("csv", "json"):
         raise ApiError(400, f"format '{wanted}': use csv or json")
     if wanted == "csv":

@@ -13,7 +13,8 @@ LAYOUTS is the registry of readers (`prepare.layout` names one); `prepare.layout
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pipeline.core.registry import Registry
 from pipeline.data.layouts import class_folders, labels_csv, pixel_csv

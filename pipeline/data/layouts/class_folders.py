@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from pipeline.data.layouts.common import Files, ImageFiles, RawCompetition, sample_submission, test_images

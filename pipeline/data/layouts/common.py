@@ -11,17 +11,16 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from typing import TYPE_CHECKING
-
 from serve.csvfiles import where
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 from serve.images import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:  # the reader only reads attributes of prepare's params (no import cycle at run time)
@@ -128,7 +127,7 @@ def read_csv(path: Path, label: str, **kwargs) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError(f"{label}: file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{label}: not a readable CSV ({str(exc).splitlines()[0][:200]})") from None
+        raise UserError(f"{label}: not a readable CSV ({first_line(exc)})") from None
 
 
 def read_strings(path: Path, label: str) -> pd.DataFrame:

@@ -17,13 +17,12 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
 from pipeline.data.layouts.common import ImageFiles, PixelArray, RawCompetition
-from serve.errors import UserError
+from serve.errors import UserError, first_line
 from serve.images import ImageSpec, convert_arrays, load_images
 
 if TYPE_CHECKING:  # the reader only reads attributes of prepare's params (no import cycle at run time)
@@ -49,7 +48,7 @@ def header_stats(images: ImageFiles, k: int = SAMPLE_HEADERS) -> tuple[list[tupl
                 sizes.append(im.size)
                 modes.append(im.mode)
         except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"{images.names[i]}: not a readable image ({str(exc).splitlines()[0][:160]})") from None
+            raise UserError(f"{images.names[i]}: not a readable image ({first_line(exc, 160)})") from None
     return sizes, modes
 
 

@@ -14,11 +14,21 @@ extra files; refusing the competition for them would help nobody).
 from __future__ import annotations
 
 import logging
-
 from typing import TYPE_CHECKING
 
-from pipeline.data.layouts.common import (Files, RawCompetition, best_image_dir, find_column, images_for_ids, labels_column,
-                                     matches, read_strings, sample_submission, string_labels, test_images)
+from pipeline.data.layouts.common import (
+    Files,
+    RawCompetition,
+    best_image_dir,
+    find_column,
+    images_for_ids,
+    labels_column,
+    matches,
+    read_strings,
+    sample_submission,
+    string_labels,
+    test_images,
+)
 from serve.csvfiles import where
 from serve.errors import UserError
 

@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import logging
 import math
-
 from typing import TYPE_CHECKING
 
-from pipeline.data.layouts.common import (Files, PixelArray, RawCompetition, find_column, labels_column, read_csv,
-                                     sample_submission, string_labels)
+from pipeline.data.layouts.common import (
+    Files,
+    PixelArray,
+    RawCompetition,
+    find_column,
+    labels_column,
+    read_csv,
+    sample_submission,
+    string_labels,
+)
 from serve.csvfiles import first_duplicate, where
 from serve.errors import UserError
 from serve.readers import parse_pixel_frame, pixel_columns_of

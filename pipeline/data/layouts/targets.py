@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-from typing import TYPE_CHECKING
 
 from pipeline.data.layouts.common import RawCompetition
 from pipeline.evaluation.metrics import DEFAULT_FOR_SUBMISSION, sort_classes

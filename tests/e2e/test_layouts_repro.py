@@ -1,0 +1,112 @@
+"""Any Kaggle image-classification competition: five shapes built from real pixels (tests/helpers/competitions.py).
+
+For each shape: `foldwise init` detects the layout and writes params.yaml, `dvc repro` runs end to
+end, the submission passes validation against the sample submission, and `foldwise score` gives
+the competition's metric well above chance. The five projects run `dvc repro` at the same time
+(2 cores: stages of one project wait on I/O and start-up while another computes).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from helpers.cli import BIN, run_cli
+from helpers.competitions import LAYOUT, METRIC, SHAPES, build
+from helpers.project import make_project
+
+pytestmark = pytest.mark.e2e
+CHANCE = {"digits": 0.1, "cifar": 0.1, "cactus": 0.5, "seedlings": 0.1, "breeds": float(np.log(10))}
+TRAIN = {"model": "foldwise_cnn", "epochs": 12, "batch_size": 32, "lr": 0.003, "warmup_epochs": 1.0,
+         "model_kwargs": {"widths": [16, 32, 64]}}
+
+
+def project(dst: Path, zip_path: Path) -> Path:
+    """A copy of the project with tiny training; `foldwise init data/slice.zip` then writes its sections."""
+    return make_project(dst, zip_path, prepare={"n_folds": 2}, train=TRAIN,
+                        export={"parity_rows": 32, "eval_rows": 400, "calibration_rows": 64})
+
+
+def _repro(proj: Path) -> tuple[int, str]:
+    """`dvc repro` in `proj` with one torch thread (two projects share the two cores)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(BIN / "dvc"), "repro"], cwd=proj, env=env, capture_output=True, text=True, timeout=1500)
+    return r.returncode, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def competitions(tmp_path_factory) -> dict:
+    """Every shape: its zip, solution, project (after `foldwise init`) and `dvc repro` result;
+    two projects run at a time (the stages are mostly single-threaded start-up and I/O)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = tmp_path_factory.mktemp("layouts")
+    out = {}
+    for shape in SHAPES:
+        zip_path, solution = build(shape, base / "zips")
+        proj = project(base / shape, zip_path)
+        out[shape] = {"zip": zip_path, "solution": solution, "project": proj,
+                      "init": run_cli("init", "data/slice.zip", cwd=proj)}
+    ready = [s for s in SHAPES if out[s]["init"].returncode == 0]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for shape, (code, log) in zip(ready, pool.map(lambda s: _repro(out[s]["project"]), ready)):
+            out[shape].update(returncode=code, log=log)
+    for shape in SHAPES:
+        out[shape].setdefault("returncode", None)
+        out[shape].setdefault("log", "init failed")
+    return out
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_init_detects_the_layout_and_repro_runs_end_to_end(competitions, shape: str) -> None:
+    c = competitions[shape]
+    assert c["init"].returncode == 0, c["init"].stderr
+    assert f"layout        {LAYOUT[shape]}" in c["init"].stdout, c["init"].stdout
+    assert f"metric        {METRIC[shape]}" in c["init"].stdout
+    params = yaml.safe_load((c["project"] / "params.yaml").read_text())
+    assert params["prepare"]["layout"] == LAYOUT[shape] and params["prepare"]["metric"] == METRIC[shape]
+    assert params["download"] == {**params["download"], "source": "local", "path": "data/slice.zip"}
+    assert c["returncode"] == 0, c["log"][-4000:]
+    meta = json.loads((c["project"] / "data/prepared/meta.json").read_text())
+    assert meta["layout"] == LAYOUT[shape] and meta["metric"]["name"] == METRIC[shape]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_submission_is_valid_and_scores_well_above_chance(competitions, shape: str) -> None:
+    c = competitions[shape]
+    assert c["returncode"] == 0, c["log"][-4000:]
+    proj = c["project"]
+    sub = pd.read_csv(proj / "submissions/submission.csv", dtype=str, keep_default_na=False)
+    sample = pd.read_csv(proj / "data/prepared/sample_submission.csv", dtype=str, keep_default_na=False)
+    assert list(sub.columns) == list(sample.columns) and sub.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
+    dry = run_cli("submit", "--dry-run", cwd=proj)  # validates against the sample submission again
+    assert dry.returncode == 0, dry.stderr
+    score = run_cli("score", str(proj / "submissions/submission.csv"), str(c["solution"]))
+    assert score.returncode == 0, score.stderr
+    name, value = score.stdout.split()[:2]
+    assert name == METRIC[shape], score.stdout
+    if METRIC[shape] == "log_loss":
+        assert float(value) < 0.75 * CHANCE[shape], score.stdout
+    else:
+        assert float(value) > CHANCE[shape] + 0.5 * (1 - CHANCE[shape]) - 0.05, score.stdout
+    metrics = json.loads((proj / "metrics.json").read_text())
+    assert metrics["metric"] == METRIC[shape] and "oof_accuracy" in metrics
+
+
+def test_classes_are_written_back_as_the_competition_spells_them(competitions) -> None:
+    seedlings = competitions["seedlings"]["project"]
+    species = set(pd.read_csv(seedlings / "submissions/submission.csv")["species"])
+    assert species <= {"T-shirt top", "Trouser", "Pull-over", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                       "Ankle-boot"} and len(species) > 3
+    cactus = pd.read_csv(competitions["cactus"]["project"] / "submissions/submission.csv")
+    assert cactus["id"].str.endswith(".jpg").all() and cactus["has_cactus"].between(0, 1).all()
+    breeds = pd.read_csv(competitions["breeds"]["project"] / "submissions/submission.csv")
+    assert np.allclose(breeds.iloc[:, 1:].sum(axis=1), 1, atol=1e-3)
+    digits = pd.read_csv(competitions["digits"]["project"] / "submissions/submission.csv")
+    assert list(digits.columns) == ["ImageId", "Label"] and digits["ImageId"].tolist() == list(range(1, 81))

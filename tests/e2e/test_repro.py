@@ -1,0 +1,238 @@
+"""End to end: `dvc repro` in a copy of the project on a small slice of the real data (CPU, tiny model).
+
+Checks the submission, the metrics, the ONNX parity record and the receipt, then that a second
+`dvc repro` runs nothing and that `foldwise predict` on the raw pixel CSV agrees with the stage.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers.cli import EMBEDDED, run_cli
+from helpers.data import write_zip
+from helpers.imports import module_file, stage_modules
+from helpers.project import dvc, make_project
+
+pytestmark = pytest.mark.e2e
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory, real_slice):
+    base = tmp_path_factory.mktemp("e2e")
+    zip_path = write_zip(base / "slice.zip", real_slice)
+    project = make_project(base / "project", zip_path)
+    result = dvc(project, "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return project, result, real_slice
+
+
+def test_repro_writes_a_valid_submission(repro) -> None:
+    project, result, frames = repro
+    sub = pd.read_csv(project / "submissions/submission.csv", dtype=str)
+    assert list(sub.columns) == ["id", "label"]
+    assert sub["id"].tolist() == frames["sample_submission.csv"]["id"].tolist()
+    assert set(sub["label"]) <= {str(i) for i in range(10)}
+    chosen = json.loads((project / "models/export.json").read_text())["predict_graph"]
+    assert f"with models/{chosen['file']} ({chosen['graph']} graph: " in result.stdout  # predict says which
+
+
+def test_repro_writes_metrics_and_a_parity_checked_onnx(repro) -> None:
+    project, _, _ = repro
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert set(metrics["folds"]) == {"0", "1"}
+    assert 0.0 <= metrics["oof_accuracy"] <= 1.0 and metrics["oof_coverage"] == 1.0
+    assert metrics["fold_accuracy_std"] >= 0.0
+    export = json.loads((project / "models/export.json").read_text())
+    assert export["parity"]["passed"] and export["parity"]["rows"] == 64
+    assert export["parity"]["max_abs_diff"] <= 1e-3
+    # predict runs the fastest graph within the OOF tolerance of fp32, timed side by side at export
+    choice, speed = export["predict_graph"], export["speed"]
+    assert {"fp32", "int8"} <= set(speed["images_per_second"]) and choice["graph"] in speed["images_per_second"]
+    assert choice["graph"] == "fp32" or export[choice["graph"]]["oof_accuracy_delta"] >= -choice["tolerance"]
+    assert all(speed["images_per_second"][choice["graph"]] >= v for g, v in speed["images_per_second"].items()
+               if g == "fp32" or export[g]["oof_accuracy_delta"] >= -choice["tolerance"])
+    for k in (0, 1):
+        fold = project / f"models/folds/fold{k}"
+        assert {"model.pt", "oof_probs.npy", "oof_rows.npy", "metrics.json", "config.json"} <= {
+            p.name for p in fold.iterdir()}
+        curves = pd.read_csv(project / f"models/curves/fold{k}.csv")
+        assert list(curves["epoch"]) == [1] and 0 <= curves["val_accuracy"].iloc[0] <= 1
+    shown = dvc(project, "metrics", "show")
+    assert shown.returncode == 0 and "oof_accuracy" in shown.stdout
+
+
+def test_dvc_plots_render(repro) -> None:
+    project, _, _ = repro
+    result = dvc(project, "plots", "show", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "validation accuracy per epoch" in result.stdout and "val_accuracy" in result.stdout
+
+
+def test_submit_says_why_it_did_not_upload(repro) -> None:
+    project, result, _ = repro
+    receipt = json.loads((project / "submissions/receipt.json").read_text())
+    assert receipt["uploaded"] is False and "submit.enabled is false" in receipt["reason"]
+    assert "not uploaded: submit.enabled is false" in result.stdout
+
+
+def test_second_repro_runs_nothing(repro) -> None:
+    project, _, _ = repro
+    status = dvc(project, "status")
+    assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout, status.stdout
+    again = dvc(project, "repro")
+    assert again.returncode == 0
+    assert "Running stage" not in again.stdout, again.stdout
+
+
+STAGES = ("download", "prepare", "train@0", "train@1", "ensemble", "export", "predict", "submit", "report")
+
+
+@pytest.mark.parametrize("module", ["pipeline/core/config.py", "pipeline/training/loop.py",
+                                    "pipeline/evaluation/confidence.py", "serve/predict.py", "serve/http/app.py"])
+def test_touching_a_module_stales_exactly_the_stages_that_import_it(repro, module: str) -> None:
+    """A comment appended to a module shows in `dvc status` for every stage importing it (the code deps
+    tests/unit/test_dvc_yaml.py keeps exact) and no other: serve/http/ retrains no fold (only submit,
+    whose code-competition wheel packs all of serve/, sees it)."""
+    project, _, _ = repro
+    dvc_yaml = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    expected = {s for s in STAGES if any(
+        module_file(m) == Path(module) for m in stage_modules(dvc_yaml[s.split("@")[0]].get("do", dvc_yaml[
+            s.split("@")[0]])["cmd"]))} | ({"submit"} if module.startswith("serve/") else set())
+    path = project / module
+    before = path.read_bytes()
+    try:
+        path.write_bytes(before + b"\n# touched\n")
+        assert _stale_stages(project) == expected
+    finally:
+        path.write_bytes(before)
+    assert _stale_stages(project) == set()
+    if module == "serve/http/app.py":
+        assert expected == {"submit"}
+
+
+def test_predict_cli_on_the_raw_csv_matches_the_stage(repro, tmp_path: Path) -> None:
+    project, _, frames = repro
+    test_csv = tmp_path / "test.csv"
+    frames["test.csv"].to_csv(test_csv, index=False)
+    out = tmp_path / "preds.csv"
+    result = run_cli("predict", "--model", str(project / "models/ensemble.onnx"), "--input", str(test_csv),
+                     "--output", str(out), "--probs", str(tmp_path / "probs.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "images/s on CPUExecutionProvider" in result.stdout
+    preds = pd.read_csv(out, dtype=str)
+    stage = pd.read_csv(project / "submissions/submission.csv", dtype=str)
+    assert preds.equals(stage)
+    probs = pd.read_csv(tmp_path / "probs.csv")
+    assert list(probs.columns) == ["id"] + [str(i) for i in range(10)]
+    assert (probs.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-4
+
+
+def test_score_on_the_public_ids_of_the_slice(repro, tmp_path: Path) -> None:
+    project, _, frames = repro
+    public = pd.read_csv(EMBEDDED / "public_solution.csv", dtype=str)
+    sol = public[public["id"].isin(set(frames["test.csv"]["id"]))]
+    sol.to_csv(tmp_path / "sol.csv", index=False)
+    sub = pd.read_csv(project / "submissions/submission.csv", dtype=str)
+    expected = (sol.merge(sub, on="id", suffixes=("", "_pred")).eval("label == label_pred")).mean()
+    result = run_cli("score", str(project / "submissions/submission.csv"), str(tmp_path / "sol.csv"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"accuracy {expected:.4f} (")
+
+
+def test_report_opens_in_headless_chromium(repro, tmp_path_factory) -> None:
+    """reports/index.html in Debian's headless Chromium: every image loaded, the fold table and the
+    confusion matrix present, no console errors; a screenshot is saved (its path is printed)."""
+    import shutil as sh
+
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+
+    project, _, _ = repro
+    page = project / "reports/index.html"
+    assert page.is_file()
+    chromium = sh.which("chromium") or sh.which("chromium-browser")
+    driver_bin = sh.which("chromedriver")
+    if not chromium or not driver_bin:
+        pytest.fail("Debian's chromium and chromium-driver are needed (apt-get install chromium chromium-driver; "
+                    ".ci/run installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1300,2400"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        browser = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_bin))
+    except WebDriverException as exc:
+        pytest.fail(f"could not start headless Chromium: {exc.msg}")
+    try:
+        browser.get(page.as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth])")
+        has = browser.execute_script(
+            "return [!!document.getElementById('fold-table'), !!document.getElementById('confusion'),"
+            " document.querySelectorAll('#fold-table tbody tr').length]")
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        shot = tmp_path_factory.mktemp("report") / "report.png"
+        browser.save_screenshot(str(shot))
+        print(f"report screenshot: {shot}")
+    finally:
+        browser.quit()
+    assert len(images) >= 4, images
+    assert all(done and width > 0 for _, done, width in images), images
+    assert {"curves", "confusion", "misclassified", "least_confident_correct"} <= {i for i, _, _ in images}
+    assert has[0] and has[1] and has[2] == 2, has
+    assert not errors, errors
+    assert shot.stat().st_size > 10_000
+
+
+def test_report_params_rebuild_only_the_report(repro) -> None:
+    """Next to last in this module: it changes the project's params (report only)."""
+    project, _, _ = repro
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["report"]["grid_images"] = 8
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(project, "status")
+    assert ("report:" in status.stdout and "train@" not in status.stdout
+            and "export:" not in status.stdout), status.stdout
+    r = dvc(project, "repro")
+    assert r.returncode == 0, r.stderr[-2000:]
+    ran = [ln for ln in r.stdout.splitlines() if ln.startswith("Running stage")]
+    assert ran == ["Running stage 'report':"], r.stdout
+
+
+def _stale_stages(project: Path) -> set[str]:
+    result = dvc(project, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout or "{}"))
+
+
+def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_dependents(repro) -> None:
+    """Last in this module (after the report test, on the same project): an augmentation param stales
+    every fold and nothing upstream; an export param only export; a fold's seed retrains that fold
+    only, and its new outputs stale the stages that read the folds."""
+    project, _, _ = repro
+    params_path = project / "params.yaml"
+    assert _stale_stages(project) == set()
+    baseline = params_path.read_text()
+
+    params = yaml.safe_load(baseline)
+    params["train"]["augment"]["transform"]["transforms"][0]["p"] = 0.25
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"train@0", "train@1"}
+
+    params = yaml.safe_load(baseline)
+    params["export"]["parity_rows"] = 32
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"export"}
+
+    params = yaml.safe_load(baseline)
+    params["train"]["folds"][1]["seed"] = 7
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"train@1"}
+    rerun = dvc(project, "repro", "train@1")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert [ln for ln in rerun.stdout.splitlines() if ln.startswith("Running stage")] == ["Running stage 'train@1':"]
+    assert _stale_stages(project) == {"ensemble", "export", "report"}  # each reads models/folds
