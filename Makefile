@@ -10,7 +10,7 @@ unexport PYTHONDONTWRITEBYTECODE
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-test browser run lint test test-fast clean
+.PHONY: setup setup-test browser setup-test-and-browser run lint test test-fast clean
 
 # --no-compile: Python compiles (and caches) a package's modules when they are first imported, not
 # every file of torch, ray and the rest at install time (most are never imported here).
@@ -52,12 +52,16 @@ run: setup
 # two workers with two threads each would oversubscribe two cores.
 TEST_WORKERS ?= 2
 
+# pip and apt at once: one unpacks wheels from this disk while the other fetches Debian's packages.
+setup-test-and-browser:
+	@$(MAKE) --no-print-directory -j2 setup-test browser
+
 # The layer contracts (import-linter, [tool.importlinter] in pyproject.toml) and ruff ([tool.ruff]).
 lint: setup-test
 	$(BIN)/ruff check pipeline serve tests
 	$(BIN)/lint-imports --no-cache
 
-test: setup-test browser lint
+test: setup-test-and-browser lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The unit tests alone (tests/unit/: in-process, well under a minute).

@@ -10,7 +10,8 @@ One module per family of commands (stages, tools, inference, kaggle, bench) regi
 app of `app.py`; each command parses, calls one function and prints. A user's mistake ends in one
 line `error: ...` and exit code 2; heavy imports (torch, timm) happen inside the commands that need them.
 """
-from pipeline.cli import bench, inference, kaggle, stages, tools  # register the commands
+# ruff: noqa: I001  (the modules register their commands on import: this order is `foldwise --help`'s)
 from pipeline.cli.app import app, main
+from pipeline.cli import stages, tools, inference, kaggle, bench
 
 __all__ = ["app", "main", "bench", "inference", "kaggle", "stages", "tools"]

@@ -82,17 +82,6 @@ def ensemble() -> None:
 
 
 @app.command(rich_help_panel=PANEL)
-def report() -> None:
-    """Stage report: reports/index.html (self-contained: curves, fold table, confusion matrix, image grids,
-    export deltas, throughput, submission, environment) and its PNGs.
-
-    Example: foldwise report && xdg-open reports/index.html
-    """
-    from pipeline.stages.report import main as stage
-    stage()
-
-
-@app.command(rich_help_panel=PANEL)
 def export() -> None:
     """Stage export: fold models -> models/ensemble.onnx (one graph), parity-checked with onnxruntime.
 
@@ -111,3 +100,14 @@ def submit(dry_run: bool = typer.Option(False, "--dry-run",
     """
     from pipeline.stages.submit import main as stage
     stage(dry_run=dry_run)
+
+
+@app.command(rich_help_panel=PANEL)
+def report() -> None:
+    """Stage report: reports/index.html (self-contained: curves, fold table, confusion matrix, image grids,
+    export deltas, throughput, submission, environment) and its PNGs.
+
+    Example: foldwise report && xdg-open reports/index.html
+    """
+    from pipeline.stages.report import main as stage
+    stage()

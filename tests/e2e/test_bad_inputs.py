@@ -41,6 +41,7 @@ from helpers.bad_inputs import (
     train_params,
     zip_bomb,
 )
+from helpers.cli import run_in_process
 
 CASES: dict[str, Case] = {
     # ---- download
@@ -302,19 +303,6 @@ def ctx(real_slice, tiny_onnx) -> dict:
     return {"slice": real_slice, "onnx": tiny_onnx}
 
 
-def run_foldwise(argv: list[str], capsys) -> tuple[int, str]:
-    """The real console entry point, in this process: (exit code, stderr)."""
-    from pipeline.cli import main
-
-    sys.argv = ["foldwise", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
-
-
 def test_there_are_at_least_forty_cases() -> None:
     assert len(CASES) >= 40
 
@@ -333,7 +321,8 @@ def test_bad_input(name: str, ctx: dict, tmp_path: Path, monkeypatch, capsys) ->
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(kaggle_dir))
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
-    code, err = run_foldwise(case.argv, capsys)
+    result = run_in_process(case.argv, capsys)
+    code, err = result.returncode, result.stderr
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2, err
     assert "Traceback" not in err, err

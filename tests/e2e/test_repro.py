@@ -90,7 +90,7 @@ STAGES = ("download", "prepare", "train@0", "train@1", "ensemble", "export", "pr
 
 
 @pytest.mark.parametrize("module", ["pipeline/core/config.py", "pipeline/training/loop.py",
-                                    "pipeline/evaluation/confidence.py", "serve/predict.py", "serve/http/app.py"])
+                                    "pipeline/evaluation/confidence.py", "serve/http/app.py"])
 def test_touching_a_module_stales_exactly_the_stages_that_import_it(repro, module: str) -> None:
     """A comment appended to a module shows in `dvc status` for every stage importing it (the code deps
     tests/unit/test_dvc_yaml.py keeps exact) and no other: serve/http/ retrains no fold (only submit,

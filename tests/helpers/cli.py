@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,3 +34,28 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+@dataclass
+class Result:
+    """What a command did: as subprocess.CompletedProcess names it."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_in_process(argv: list[str], capsys) -> Result:
+    """The real console entry point (`pipeline.cli.main`, what the `foldwise` script runs) in this
+    process: seconds faster than a subprocess, which pays torch's import on every call."""
+    from pipeline.cli import main
+
+    saved, sys.argv = sys.argv, ["foldwise", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    finally:
+        sys.argv = saved
+    out = capsys.readouterr()
+    return Result(code, out.out, out.err)

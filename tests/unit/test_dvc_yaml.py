@@ -92,6 +92,7 @@ def test_dvc_yaml_names_only_the_artifact_paths_of_core_paths() -> None:
         assert data and set(data) <= defined, (name, sorted(set(data) - defined))
 
 
-def test_train_params_are_every_train_key_but_folds() -> None:
+def test_dvc_yaml_tracks_every_train_param_but_folds() -> None:
+    """The train stages list train params key by key; none may be forgotten (or a change would not retrain)."""
     listed = [re.sub(r"^train\.", "", p) for p in STAGES["train"]["params"]]
     assert listed == [f.name for f in dataclasses.fields(TrainParams) if f.name != "folds"]
