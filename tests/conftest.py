@@ -4,6 +4,7 @@
     slice_zip    that slice as a competition zip
     tiny_onnx    an untrained 2-fold x 2-view foldwise ensemble, exported as `foldwise export` does
     kaggle_emulator   the local Kaggle API on port 80 (the real `kaggle` client talks to it)
+    one_torch_thread  torch's intra-op threads set to one for the test (tiny models)
 """
 from __future__ import annotations
 
@@ -74,6 +75,17 @@ def tiny_onnx(tmp_path_factory) -> Path:
             "folds": json.dumps([0, 1])}
     export_onnx(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8), path, meta)
     return path
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread is fastest (and does not fight other test processes for cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

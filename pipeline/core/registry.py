@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from pipeline.core.config import check_choice
 from serve.errors import UserError
 
 T = TypeVar("T")
@@ -52,9 +53,7 @@ class Registry(Generic[T]):
 
     def check(self, value: str, err: Callable[..., UserError], key: str, also: tuple[str, ...] = ()) -> None:
         """For a params section's `validate`: `value` must be a registered name (or one of `also`)."""
-        allowed = (*also, *self._items)
-        if value not in allowed:
-            raise err(f"must be one of {', '.join(allowed)}, got {value!r}", key)
+        check_choice(value, (*also, *self._items), err, key)
 
     def __getitem__(self, name: str) -> T:
         return self._items[name]

@@ -3,7 +3,6 @@ test_classifier.py: every OWN_MODELS entry's logits, the global pool, the one-li
 ImageClassifier's pixel scaling and resize, and a fold's model.pt rebuilt by load_fold_model."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,7 @@ DOCUMENTED_PARAMS = {"foldwise_cnn": 140e3, "foldwise_cnn_l": 1.15e6, "foldwise_
                      "foldwise_wrn28_10": 36.5e6}  # the entry points' docstrings ("~140k params", ...)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread is fastest (and does not fight other test processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
