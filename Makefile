@@ -55,8 +55,7 @@ run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # Two pytest workers (pytest-xdist), each taking whole test files (one project per file is built
-# once; tests/conftest.py puts the longest files first and keeps the Kaggle-emulator files on one
-# worker), each with one torch thread: the tests' tiny models gain nothing from a second thread, and
+# once; tests/conftest.py keeps the Kaggle-emulator files on one worker), each with one torch thread: the tests' tiny models gain nothing from a second thread, and
 # two workers with two threads each would oversubscribe two cores.
 TEST_WORKERS ?= 2
 

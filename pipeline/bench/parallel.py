@@ -83,7 +83,7 @@ def _run(cmd: list[str], cwd: Path, threads: int) -> float:
 
 def _fold_accuracy(project: Path) -> dict[str, float]:
     out = {}
-    for metrics in sorted((project / "models/folds").glob("fold*/metrics.json")):
+    for metrics in sorted((project / paths.FOLDS).glob("fold*/metrics.json")):
         out[metrics.parent.name] = json.loads(metrics.read_text())["val_accuracy"]
     return out
 
@@ -131,7 +131,7 @@ def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, tr
                      times["parallel"], runs[-1]["ratio"])
     result = {"cpu": machine(), "folds": len(names), "epochs": read_params(seq / "params.yaml")["train"]["epochs"],
               "workers": workers,
-              "train_rows": len(np.load(seq / "data/prepared/train_labels.npy", mmap_mode="r")),
+              "train_rows": len(np.load(paths.Prepared(seq / paths.PREPARED).train_labels, mmap_mode="r")),
               "runs": runs, "accuracy_sequential": _fold_accuracy(seq), "accuracy_parallel": _fold_accuracy(par),
               "load_after": [round(x, 2) for x in os.getloadavg()]}
     if not keep:

