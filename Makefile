@@ -25,17 +25,9 @@ $(VENV)/.installed: pyproject.toml
 # one install of both (one dependency resolution), which also satisfies `setup`.
 setup-test: $(VENV)/.installed-test
 
-# Then one process imports what the tests' hundreds of processes import (torch, timm, the ONNX
-# exporter, scikit-learn, DVC, Ray, ...), so that their bytecode is compiled and cached once (about
-# 20 s), not by every process that starts before a cache exists (the suite on a fresh clone took
-# 440 s of pytest against 349 s with the caches warm).
-WARM_IMPORTS := torch, torch._dynamo, torch.onnx, timm, albumentations, onnx, onnxruntime, onnxscript, \
-	sklearn.metrics, pandas, matplotlib.pyplot, dvc.repo, dvc.cli, fastapi, uvicorn, PIL.Image, py7zr, ray
-
 $(VENV)/.installed-test: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check --no-compile -q -e '.[dev,ray]'
-	$(BIN)/python -c "import $(WARM_IMPORTS)"
 	touch $@ $(VENV)/.installed
 
 # The report test drives Debian's headless Chromium through chromedriver. Install both when

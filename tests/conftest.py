@@ -27,7 +27,7 @@ from helpers.kaggle_emulator import KaggleEmulator, running_emulator
 LONGEST_FIRST = ["test_layouts_repro.py", "test_kaggle.py", "test_kaggle_code.py", "test_distributed.py",
                  "test_repro.py", "test_experiments.py", "test_train_resume.py", "test_predict_cli.py",
                  "test_serve_http.py", "test_ddp.py", "test_bad_inputs.py", "test_cli.py"]
-EMULATOR_FILES = {"test_kaggle.py", "test_kaggle_code.py"}  # one Kaggle emulator per machine (port 80)
+EMULATOR_FILES = {"test_kaggle.py", "test_kaggle_code.py", "test_repro.py"}  # one Kaggle emulator per machine (port 80)
 
 
 def pytest_xdist_make_scheduler(config, log):

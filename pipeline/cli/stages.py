@@ -93,7 +93,8 @@ def export() -> None:
 
 @app.command(rich_help_panel=PANEL)
 def submit(dry_run: bool = typer.Option(False, "--dry-run",
-                                        help="Validate and look for a duplicate; upload nothing.")) -> None:
+                                        help="Validate and look for a duplicate; upload nothing, "
+                                             "leave receipt.json and history.json as they are.")) -> None:
     """Stage submit: validate submissions/submission.csv, upload it once (submit.enabled), wait for the score.
 
     Example: foldwise submit --dry-run

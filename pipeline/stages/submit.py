@@ -54,8 +54,9 @@ def _why_not(params: SubmitParams, competition: str | None, source: dict) -> str
 def run(params: SubmitParams, submission: Path = paths.SUBMISSION, receipt: Path = paths.RECEIPT,
         prepared: Path = paths.PREPARED, source_json: Path = paths.SOURCE_JSON,
         metrics_json: Path = paths.METRICS_JSON, history: Path = paths.HISTORY,
-        sleep: Callable[[float], None] = time.sleep) -> dict:
-    """Steps 1-3 of the module docstring for a file submission; returns the receipt."""
+        sleep: Callable[[float], None] = time.sleep, write_outputs: bool = True) -> dict:
+    """Steps 1-3 of the module docstring for a file submission; returns the receipt. `write_outputs`
+    False (`foldwise submit --dry-run`) leaves receipt and history as the last stage run wrote them."""
     files = paths.Prepared(prepared)
     meta = json.loads(files.meta.read_text())
     spec = submission_spec(meta)
@@ -80,32 +81,36 @@ def run(params: SubmitParams, submission: Path = paths.SUBMISSION, receipt: Path
         record["local_score"] = {"solution": source["solution"], "metric": metric, "score": local,
                                  "accuracy": round(score.accuracy, 6), "rows": score.n_scored}
         print(f"submit: local score on {source['solution']}: {metric} {score.value:.4f} ({score.n_scored} rows)")
-    update_history(history, digest, {"kind": "file", "file": str(submission), "metric": metric, "oof_score": oof,
-                                      "oof_accuracy": oof_accuracy, "params_hash": phash,
-                                      "commit": record["commit"], "competition": competition,
-                                      "local_score": local, "time": record["time"]})
+    if write_outputs:
+        update_history(history, digest, {"kind": "file", "file": str(submission), "metric": metric, "oof_score": oof,
+                                          "oof_accuracy": oof_accuracy, "params_hash": phash,
+                                          "commit": record["commit"], "competition": competition,
+                                          "local_score": local, "time": record["time"]})
     reason = _why_not(params, competition, source)
     if reason:
         record["reason"] = reason
         print(f"submit: not uploaded: {reason}" + (" (dry run: the file is valid)" if params.dry_run else ""))
-        write_json(receipt, record)
+        if write_outputs:
+            write_json(receipt, record)
         return record
     upload_once(api(), params, competition, submission, digest, message, record, receipt, sleep)
     if record.get("public_score") is not None:
         print(f"submit: public score {record['public_score']} (OOF {metric} {oof})")
         update_history(history, digest, {"public_score": record["public_score"], "ref": record.get("ref")})
-    write_json(receipt, record)
+    if write_outputs:
+        write_json(receipt, record)
     return record
 
 
 def main(dry_run: bool = False) -> dict:
-    """Submit as params.yaml `submit` says (`dry_run`: validate and look for a duplicate, upload nothing)."""
+    """Submit as params.yaml `submit` says (`dry_run`, from `foldwise submit --dry-run`: validate and look
+    for a duplicate; upload nothing, and for a file submission leave the stage's outputs untouched)."""
     params = load_section("submit", SubmitParams)
     if dry_run:
         params = dataclasses.replace(params, dry_run=True)
     if params.mode == "code":  # a code competition: package, notebook, push
         return run_code_submission(params)
-    return run(params)
+    return run(params, write_outputs=not dry_run)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
-"""foldwise against a local Kaggle emulator through the real `kaggle` client (port 80, no mocks).
-
-End to end: `dvc repro` with `download.source=kaggle` and `submit.enabled=true` downloads, trains
-(tiny), submits and records the public score the emulator computed; a second repro uploads
-nothing; the dry run uploads nothing. Then each failure Kaggle gives, and each invalid submission,
-on a prepared project (no training).
+"""foldwise against a local Kaggle emulator through the real `kaggle` client (port 80, no mocks):
+each failure Kaggle gives, and each invalid submission, on a prepared project (no training). The
+end-to-end run (download from Kaggle, submit once, the public score recorded) is
+tests/e2e/test_repro.py's, on its project.
 """
 from __future__ import annotations
 
@@ -20,8 +18,7 @@ from helpers.cli import ROOT, assert_one_line_error, run_cli
 from helpers.data import write_zip
 from helpers.kaggle_emulator import KaggleEmulator
 from helpers.kaggle_project import clean_env, no_key, set_params, solution
-from helpers.project import dvc, make_project
-from pipeline.evaluation.confidence import wilson
+from helpers.project import make_project
 
 SLUG = "fashion-mnist-slice"
 UPLOADS = ("StartSubmissionUpload", "CreateSubmission")
@@ -29,64 +26,6 @@ UPLOADS = ("StartSubmissionUpload", "CreateSubmission")
 
 def _uploads(emulator: KaggleEmulator) -> list:
     return [r for r in emulator.requests if r["method"] in UPLOADS]
-
-
-# ------------------------------------------------------------------ end to end
-
-
-@pytest.fixture(scope="module")
-def kaggle_project(tmp_path_factory, real_slice):
-    base = tmp_path_factory.mktemp("kaggle")
-    zip_path = write_zip(base / "competition.zip", real_slice)
-    solution_path = solution(real_slice, base / "solution.csv")
-    project = make_project(base / "project", zip_path,
-                           download={"source": "kaggle", "competition": SLUG},
-                           submit={"enabled": True, "poll_interval": 0.2, "poll_timeout": 60, "public_rows": 45})
-    return project, zip_path, solution_path
-
-
-def test_repro_downloads_trains_submits_and_records_the_public_score(kaggle_project, kaggle_emulator, tmp_path):
-    project, zip_path, solution = kaggle_project
-    kaggle_emulator.add_competition(SLUG, zip_path, solution, pending_polls=2)
-    env = clean_env(kaggle_emulator, tmp_path)
-    r = dvc(project, "repro", env=env)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    no_key(kaggle_emulator, r.stdout, r.stderr)
-    receipt = json.loads((project / "submissions/receipt.json").read_text())
-    assert receipt["uploaded"] is True and receipt["status"] == "complete"
-    assert len(kaggle_emulator.submissions) == 1
-    assert receipt["ref"] == kaggle_emulator.submissions[0]["ref"]
-    assert f"sha256:{receipt['sha256'][:16]}" in receipt["message"] and "oof" in receipt["message"]
-    scored = run_cli("score", "submissions/submission.csv", str(solution), cwd=project)
-    assert scored.returncode == 0, scored.stderr
-    correct, total = scored.stdout.split("(")[1].split()[0].split("/")      # "accuracy 0.0889 (4/45 ids of ...)"
-    assert receipt["public_score"] == round(int(correct) / int(total), 5)
-    assert f"{receipt['public_score']:.4f}" in scored.stdout
-    metrics = dvc(project, "metrics", "show", "--json", env=env)
-    shown = json.loads(metrics.stdout)
-    assert "public_score" in json.dumps(shown) and "oof_accuracy" in json.dumps(shown)
-
-    # a second repro uploads nothing; forcing the submit stage finds the file already on Kaggle
-    before = len(_uploads(kaggle_emulator))
-    again = dvc(project, "repro", env=env)
-    assert again.returncode == 0, again.stderr[-2000:]
-    forced = dvc(project, "repro", "-f", "-s", "submit", env=env)
-    assert forced.returncode == 0, forced.stderr[-2000:]
-    assert "already submitted" in forced.stdout
-    assert len(_uploads(kaggle_emulator)) == before
-    # the dry run validates and uploads nothing
-    dry = run_cli("submit", "--dry-run", cwd=project, env=env)
-    assert dry.returncode == 0, dry.stderr
-    assert len(_uploads(kaggle_emulator)) == before
-    # the CV-vs-LB table matches the submission to its OOF score by file hash
-    table = run_cli("submissions", "--competition", SLUG, cwd=project, env=env)
-    assert table.returncode == 0, table.stderr
-    assert str(receipt["ref"]) in table.stdout and f"{receipt['oof_accuracy']:.5f}" in table.stdout
-    lo, hi = wilson(receipt["public_score"], 45)  # the public score's binomial 95% interval beside it
-    assert f"{lo:.4f}-{hi:.4f}" in table.stdout and "public 95% CI on 45 rows" in table.stdout
-    page = (project / "reports/index.html").read_text()
-    assert 'id="oof-vs-public"' in page and f"{lo:.4f}-{hi:.4f}" in page
-    no_key(kaggle_emulator, dry.stdout, dry.stderr, table.stdout, table.stderr)
 
 
 # ------------------------------------------------------------------ failures, on a prepared project

@@ -15,7 +15,10 @@ import yaml
 from helpers.cli import EMBEDDED, run_cli
 from helpers.data import write_zip
 from helpers.imports import module_file, stage_modules
+from helpers.kaggle_emulator import KaggleEmulator
+from helpers.kaggle_project import clean_env, no_key, set_params, solution
 from helpers.project import dvc, make_project
+from pipeline.evaluation.confidence import wilson
 
 pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
@@ -110,6 +113,68 @@ def test_touching_a_module_stales_exactly_the_stages_that_import_it(repro, modul
     assert _stale_stages(project) == set()
     if module == "serve/http/app.py":
         assert expected == {"submit"}
+
+
+SLUG = "fashion-mnist-slice"
+UPLOADS = ("StartSubmissionUpload", "CreateSubmission")
+
+
+def _uploads(emulator: KaggleEmulator) -> list:
+    return [r for r in emulator.requests if r["method"] in UPLOADS]
+
+
+def test_from_kaggle_it_downloads_submits_once_and_records_the_public_score(repro, kaggle_emulator,
+                                                                            tmp_path) -> None:
+    """The same project with `download.source: kaggle` and `submit.enabled: true`: the real client
+    downloads the competition from the emulator, and since those are the same bytes DVC rebuilds
+    nothing they feed; submit uploads once and records the public score the emulator computed; a
+    second repro, a forced submit and the dry run upload nothing. (Later tests run on it as it is.)"""
+    project, _, frames = repro
+    solution_path = solution(frames, tmp_path / "solution.csv")
+    kaggle_emulator.add_competition(SLUG, project / "data/slice.zip", solution_path, pending_polls=2)
+    set_params(project, download={"source": "kaggle", "competition": SLUG},
+               submit={"enabled": True, "poll_interval": 0.2, "poll_timeout": 60, "public_rows": 45})
+    env = clean_env(kaggle_emulator, tmp_path)
+    r = dvc(project, "repro", env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ran = [ln for ln in r.stdout.splitlines() if ln.startswith("Running stage")]
+    assert ran == ["Running stage 'download':", "Running stage 'submit':", "Running stage 'report':"], r.stdout
+    no_key(kaggle_emulator, r.stdout, r.stderr)
+    receipt = json.loads((project / "submissions/receipt.json").read_text())
+    assert receipt["uploaded"] is True and receipt["status"] == "complete"
+    assert len(kaggle_emulator.submissions) == 1
+    assert receipt["ref"] == kaggle_emulator.submissions[0]["ref"]
+    assert f"sha256:{receipt['sha256'][:16]}" in receipt["message"] and "oof" in receipt["message"]
+    scored = run_cli("score", "submissions/submission.csv", str(solution_path), cwd=project)
+    assert scored.returncode == 0, scored.stderr
+    correct, total = scored.stdout.split("(")[1].split()[0].split("/")      # "accuracy 0.0889 (4/45 ids of ...)"
+    assert receipt["public_score"] == round(int(correct) / int(total), 5)
+    assert f"{receipt['public_score']:.4f}" in scored.stdout
+    shown = json.dumps(json.loads(dvc(project, "metrics", "show", "--json", env=env).stdout))
+    assert "public_score" in shown and "oof_accuracy" in shown
+
+    # a second repro uploads nothing; forcing the submit stage finds the file already on Kaggle
+    before = len(_uploads(kaggle_emulator))
+    again = dvc(project, "repro", env=env)
+    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout + again.stderr[-2000:]
+    forced = dvc(project, "repro", "-f", "-s", "submit", env=env)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert "already submitted" in forced.stdout
+    assert len(_uploads(kaggle_emulator)) == before
+    kept = [(project / f).read_bytes() for f in ("submissions/receipt.json", "submissions/history.json")]
+    dry = run_cli("submit", "--dry-run", cwd=project, env=env)  # validates, uploads and writes nothing
+    assert dry.returncode == 0, dry.stderr
+    assert "already submitted" in dry.stdout and len(_uploads(kaggle_emulator)) == before
+    assert kept == [(project / f).read_bytes() for f in ("submissions/receipt.json", "submissions/history.json")]
+    # the CV-vs-LB table matches the submission to its OOF score by file hash
+    table = run_cli("submissions", "--competition", SLUG, cwd=project, env=env)
+    assert table.returncode == 0, table.stderr
+    assert str(receipt["ref"]) in table.stdout and f"{receipt['oof_accuracy']:.5f}" in table.stdout
+    lo, hi = wilson(receipt["public_score"], 45)  # the public score's binomial 95% interval beside it
+    assert f"{lo:.4f}-{hi:.4f}" in table.stdout and "public 95% CI on 45 rows" in table.stdout
+    page = (project / "reports/index.html").read_text()
+    assert 'id="oof-vs-public"' in page and f"{lo:.4f}-{hi:.4f}" in page
+    no_key(kaggle_emulator, dry.stdout, dry.stderr, table.stdout, table.stderr)
 
 
 def test_predict_cli_on_the_raw_csv_matches_the_stage(repro, tmp_path: Path) -> None:
