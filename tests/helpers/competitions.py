@@ -71,7 +71,8 @@ def _jpg(im) -> bytes:
     return buf.getvalue()
 
 
-def _zip(members: dict[str, bytes | str]) -> bytes:
+def zip_bytes(members: dict[str, bytes | str]) -> bytes:
+    """A zip archive of `members` (name -> content), in memory."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
@@ -92,8 +93,10 @@ def _csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False)
 
 
-def build(shape: str, folder: Path, n_train: int = 400, n_test: int = 80) -> tuple[Path, Path]:
-    """Write `<shape>.zip` and `<shape>_solution.csv` into `folder`; return both paths."""
+def build(shape: str, folder: Path, n_train: int = 400, n_test: int = 80,
+          classes: list[int] | None = None) -> tuple[Path, Path]:
+    """Write `<shape>.zip` and `<shape>_solution.csv` into `folder`; return both paths (`classes`: cifar's
+    Fashion-MNIST classes, default all ten)."""
     folder.mkdir(parents=True, exist_ok=True)
     members: dict[str, bytes | str] = {}
     if shape == "digits":
@@ -106,7 +109,7 @@ def build(shape: str, folder: Path, n_train: int = 400, n_test: int = 80) -> tup
                    "sample_submission.csv": _csv(pd.DataFrame({"ImageId": ids, "Label": 0}))}
         solution = pd.DataFrame({"ImageId": ids, "Label": sy})
     elif shape == "cifar":
-        tx, ty, sx, sy = rows(n_train, n_test)
+        tx, ty, sx, sy = rows(n_train, n_test, classes)
         names = [n.lower().replace(" ", "_").replace("-", "_") for n in NAMES]
         train = {f"train/{i + 1}.png": _png(_rgb(x, i, 32)) for i, x in enumerate(tx)}
         test = {f"test/{i + 1}.png": _png(_rgb(x, i, 32)) for i, x in enumerate(sx)}
@@ -121,8 +124,10 @@ def build(shape: str, folder: Path, n_train: int = 400, n_test: int = 80) -> tup
         tid, sid = [hexid(i) for i in range(len(tx))], [hexid(10_000 + i) for i in range(len(sx))]
         members = {"train.csv": _csv(pd.DataFrame({"id": tid, "has_cactus": (ty == 6).astype(int)})),
                    "sample_submission.csv": _csv(pd.DataFrame({"id": sid, "has_cactus": 0.5})),
-                   "train.zip": _zip({f"train/{i}": _jpg(_rgb(x, k, 32)) for k, (i, x) in enumerate(zip(tid, tx))}),
-                   "test.zip": _zip({f"test/{i}": _jpg(_rgb(x, k, 32)) for k, (i, x) in enumerate(zip(sid, sx))})}
+                   "train.zip": zip_bytes({f"train/{i}": _jpg(_rgb(x, k, 32))
+                                           for k, (i, x) in enumerate(zip(tid, tx))}),
+                   "test.zip": zip_bytes({f"test/{i}": _jpg(_rgb(x, k, 32))
+                                          for k, (i, x) in enumerate(zip(sid, sx))})}
         solution = pd.DataFrame({"id": sid, "has_cactus": (sy == 6).astype(int)})
     elif shape == "seedlings":
         tx, ty, sx, sy = rows(n_train, n_test)
@@ -138,9 +143,9 @@ def build(shape: str, folder: Path, n_train: int = 400, n_test: int = 80) -> tup
         tid, sid = [f"{i:04x}d0g" for i in range(len(tx))], [f"{i:04x}7e5" for i in range(len(sx))]
         sizes = (40, 48)
         members = {"labels.csv": _csv(pd.DataFrame({"id": tid, "breed": [breeds[y] for y in ty]})),
-                   "train.zip": _zip({f"train/{i}.jpg": _jpg(_rgb(x, k, sizes[k % 2]))
+                   "train.zip": zip_bytes({f"train/{i}.jpg": _jpg(_rgb(x, k, sizes[k % 2]))
                                       for k, (i, x) in enumerate(zip(tid, tx))}),
-                   "test.zip": _zip({f"test/{i}.jpg": _jpg(_rgb(x, k, sizes[k % 2]))
+                   "test.zip": zip_bytes({f"test/{i}.jpg": _jpg(_rgb(x, k, sizes[k % 2]))
                                      for k, (i, x) in enumerate(zip(sid, sx))})}
         sample = pd.DataFrame({"id": sid, **{b: 1 / len(breeds) for b in breeds}})
         members["sample_submission.csv"] = _csv(sample)
@@ -148,7 +153,7 @@ def build(shape: str, folder: Path, n_train: int = 400, n_test: int = 80) -> tup
     else:
         raise ValueError(shape)
     zip_path = folder / f"{shape}.zip"
-    zip_path.write_bytes(_zip(members))
+    zip_path.write_bytes(zip_bytes(members))
     sol_path = folder / f"{shape}_solution.csv"
     solution.to_csv(sol_path, index=False)
     return zip_path, sol_path

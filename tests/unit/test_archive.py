@@ -10,16 +10,9 @@ from pathlib import Path
 import py7zr
 import pytest
 
+from helpers.competitions import zip_bytes
 from pipeline.data.archive import MAX_DEPTH, RATIO_FLOOR, CompetitionArchive, extract_competition
 from serve.errors import UserError
-
-
-def zip_bytes(members: dict[str, bytes | str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def write(path: Path, data: bytes) -> Path:
