@@ -157,9 +157,10 @@ def bench_fold(against: Path, steps: int = 40, fold: int = 0, rounds: int = 3, e
     for name, p in sides.items():
         tr, ev = float(np.median(train_rates[name])), float(np.median(eval_rates[name]))
         epoch_s = len(rows) / tr + len(val) / ev
-        result["sides"][name] = {"model": p.model, "epochs": p.epochs, "batch_size": p.batch_size,
+        epochs = p.for_rows(len(rows)).epochs  # train.steps, where set, decides the epochs
+        result["sides"][name] = {"model": p.model, "epochs": epochs, "batch_size": p.batch_size,
                                  "train_images_per_s": tr, "eval_images_per_s": ev, "epoch_seconds": epoch_s,
-                                 "fold_seconds": p.epochs * epoch_s}
+                                 "fold_seconds": epochs * epoch_s}
     mine, theirs = result["sides"]["params.yaml"], result["sides"][str(against)]
     result["fold_time_ratio"] = mine["fold_seconds"] / theirs["fold_seconds"]
     result["train_speed_ratio"] = mine["train_images_per_s"] / theirs["train_images_per_s"]

@@ -86,6 +86,29 @@ def score(submission: Path = typer.Argument(..., help="Submission CSV (labels, o
 
 
 @app.command(rich_help_panel=PANEL)
+def tune(n_trials: int | None = typer.Option(None, help="Finished trials the study ends with "
+                                                     "[default: tune.n_trials]."),
+         timeout: str | None = typer.Option(None, help="This run's budget: 30m, 2h, 600 (seconds) "
+                                                        "[default: tune.timeout]."),
+         study: str | None = typer.Option(None, help="The study's name in tune/study.db [default: tune.study]."),
+         confirm: bool = typer.Option(True, help="Confirm the best params against the current ones on the folds "
+                                                 "no trial trained on (what decides)."),
+         params: Path = typer.Option(Path(PARAMS_FILE), help="Params file (its tune and train sections).")) -> None:
+    """Search params.yaml `train` with Optuna (tune.space), confirm the best on other folds, write presets/tuned.yaml.
+
+    Resumable (even after kill -9: run it again) and shareable (several processes on one study).
+    Trials are judged on tune.folds; the winner is decided on the other folds, against the current params.
+
+    Example: foldwise tune --timeout 30m && foldwise preset presets/tuned.yaml && dvc repro
+    """
+    from pipeline.tools.tune.command import lines
+    from pipeline.tools.tune.command import run as run_tune
+
+    for line in lines(run_tune(params, n_trials, timeout, study, confirm)):
+        typer.echo(line)
+
+
+@app.command(rich_help_panel=PANEL)
 def preset(path: Path = typer.Argument(..., help="A presets/*.yaml file."),
            params: Path = typer.Option(Path(PARAMS_FILE), help="Params file to update.")) -> None:
     """Merge a preset (partial params file) into params.yaml, validating the result first.

@@ -25,6 +25,11 @@ SOLUTION = RAW / "solution.csv"        # a kaggle-dataset's labelled test set
 # prepare
 PREPARED = Path("data/prepared")
 
+# foldwise tune (a tool, not a stage): the study and its trials; tune/report/ is the report stage's input
+TUNE = Path("tune")
+TUNE_REPORT = TUNE / "report"          # summary.json and the tuning plots (README.md kept in git)
+TUNED_PRESET = Path("presets/tuned.yaml")
+
 
 @dataclass(frozen=True)
 class Prepared:

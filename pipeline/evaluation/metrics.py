@@ -33,6 +33,7 @@ class Metric:
     higher_is_better: bool
     uses: str              # "probs" or "labels": what it is computed from
     _fn: Callable[[np.ndarray, np.ndarray, int | None], float]
+    calibrates: bool = False  # it scores the probabilities' calibration: the ensemble fits a temperature for it
 
     def score(self, labels: np.ndarray, probs: np.ndarray, positive: int | None = None) -> float:
         """The metric of class-index `labels` [N] against probabilities `probs` [N, K]."""
@@ -90,7 +91,8 @@ def _qwk(y, p, _pos):
 
 
 METRICS: Registry[Metric] = Registry("metric")
-for _metric in (Metric("accuracy", True, "labels", _accuracy), Metric("log_loss", False, "probs", _log_loss),
+for _metric in (Metric("accuracy", True, "labels", _accuracy),
+                Metric("log_loss", False, "probs", _log_loss, calibrates=True),
                 Metric("roc_auc", True, "probs", _roc_auc), Metric("f1_macro", True, "labels", _f1_macro),
                 Metric("qwk", True, "labels", _qwk)):
     METRICS.add(_metric.name, _metric)

@@ -3,12 +3,12 @@
     export_onnx(model, example_uint8_nchw, Path("models/ensemble.onnx"), graph_metadata(meta, spec, phash))
 
 `models/ensemble.onnx`: input `images` uint8 [N, C, H, W] (dynamic N). Inside: scaling and
-normalisation, every fold model, the TTA views, softmax and the chosen combination
+normalisation, every fold model, the TTA views, softmax, the chosen combination and its temperature
 (pipeline/modeling/ensemble.py). Outputs `probs` [N, classes] and `fold_probs` [N, folds, classes]
 (each fold's views combined), the latter so that any exported graph can be scored out-of-fold.
 Metadata (everything serving needs, so the graph is the whole handoff): classes, class names,
 input layout, normalisation, image shape and spec, id/target columns, submission kind, metric,
-folds, views, method, params hash. `onnx.checker` full check.
+folds, views, method, temperature, params hash. `onnx.checker` full check.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def graph_metadata(meta: dict, spec: dict, phash: str) -> dict[str, str]:
         "folds": json.dumps(spec["folds"]), "views": json.dumps(spec["views"]),
         "ensemble_method": spec["method"], "combine": spec["combine"],
         "view_weights": json.dumps(spec["view_weights"]), "fold_weights": json.dumps(spec["fold_weights"]),
+        "temperature": json.dumps(spec.get("temperature", 1.0)),
         "params_hash": phash,
     }
 

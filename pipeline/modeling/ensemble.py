@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ class EnsembleParams:
     """params.yaml `ensemble`: candidates scored on OOF predictions; the best OOF score (then log-loss) is exported."""
     tta: list[str] = field(default_factory=lambda: ["hflip"])  # views besides the plain image
     methods: list[str] = field(default_factory=lambda: ["mean_prob", "mean_logit", "weighted"])
+    calibrate: Literal["auto", "off"] = "auto"  # auto: a temperature where the metric scores it, kept if it wins OOF
     batch_size: int = 1024
 
     def validate(self, err) -> None:
@@ -73,13 +75,14 @@ class EnsembleModel(nn.Module):
     """uint8 images -> (ensemble probabilities [N, C], per-fold probabilities [N, K, C])."""
 
     def __init__(self, members: Sequence[nn.Module], views: Sequence[str], view_weights: Sequence[float],
-                 fold_weights: Sequence[float], combine: str) -> None:
+                 fold_weights: Sequence[float], combine: str, temperature: float = 1.0) -> None:
         super().__init__()
         if combine not in COMBINE:
             raise ValueError(f"unknown combine rule {combine}")
         self.members = nn.ModuleList(members)
         self.views = list(views)
         self.combine = combine
+        self.temperature = float(temperature)  # the ensemble stage's calibration (1.0: none)
         self.register_buffer("view_weights", torch.tensor(view_weights, dtype=torch.float32).view(-1, 1, 1))
         self.register_buffer("fold_weights", torch.tensor(fold_weights, dtype=torch.float32).view(-1, 1, 1))
 
@@ -101,6 +104,9 @@ class EnsembleModel(nn.Module):
         else:
             probs = (stacked * self.fold_weights).sum(0)
             fold_probs = stacked
+        if self.temperature != 1.0:  # softmax(log p / T), as pipeline/evaluation/calibration.py temper()
+            probs = torch.softmax(torch.log(probs.clamp_min(1e-12)) / self.temperature, dim=-1)
+            fold_probs = torch.softmax(torch.log(fold_probs.clamp_min(1e-12)) / self.temperature, dim=-1)
         return probs, fold_probs.transpose(0, 1)
 
 
@@ -108,5 +114,6 @@ def load_ensemble(ensemble_json: Path) -> tuple[EnsembleModel, dict]:
     """The ensemble stage's chosen recipe as one module of the fold models (BNs fused for inference)."""
     spec = json.loads(ensemble_json.read_text())
     members = [fuse_for_inference(load_fold_model(paths.FoldFiles(Path(d)).model)[0]) for d in spec["fold_dirs"]]
-    model = EnsembleModel(members, spec["views"], spec["view_weights"], spec["fold_weights"], spec["combine"])
+    model = EnsembleModel(members, spec["views"], spec["view_weights"], spec["fold_weights"], spec["combine"],
+                          spec.get("temperature", 1.0))
     return model.eval(), spec

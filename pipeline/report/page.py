@@ -5,7 +5,8 @@
 reports/index.html embeds its images as data URIs, so it opens offline and can be mailed or
 handed in as is; beside it: the PNGs it shows and reports/oof_predictions.csv (actual vs
 predicted class per OOF row: DVC's confusion plot). Sections, in order: key figures; per-fold
-curves (best epoch marked); fold table; ensemble candidates; OOF confusion matrix, per-class
+curves (best epoch marked); fold table; ensemble candidates; calibration; tuning (after `foldwise
+tune`: pipeline/report/tuning.py); OOF confusion matrix, per-class
 precision/recall/F1, most-confused pairs; grids of misclassified and of least confident correct
 OOF images; export parity and INT8/FP16 deltas; inference throughput (when `foldwise bench
 infer` has run); the submission and its scores beside the OOF score; CV against LB;
@@ -37,6 +38,7 @@ from pipeline.report.tables import (
     per_class,
     read_json,
 )
+from pipeline.report.tuning import calibration_section, tuning_section
 from serve.atomic import atomic_path, write_text
 from serve.errors import UserError
 
@@ -60,6 +62,7 @@ class Inputs:
     bench: Path = paths.BENCH_INFER
     source_json: Path = paths.SOURCE_JSON
     history: Path = paths.HISTORY
+    tune: Path = paths.TUNE_REPORT
 
 
 @dataclass
@@ -103,6 +106,14 @@ def _fold_table(metrics: dict, models: Path) -> tuple[pd.DataFrame, dict[int, pd
                           "accuracy": scored["accuracy"], "log-loss": scored["logloss"],
                           "train s": fm.get("train_seconds"), "images/s": fm.get("train_images_per_second")})
     return pd.DataFrame(fold_rows), curves, best
+
+
+def _trained_smoothing(metrics: dict, models: Path) -> float | None:
+    """The label smoothing the folds were trained with (their config.json)."""
+    for k in sorted(int(f) for f in metrics["folds"]):
+        config = read_json(paths.FoldFiles(paths.fold_dir(k, models / paths.FOLDS.name)).config) or {}
+        return (config.get("params") or {}).get("label_smoothing")
+    return None
 
 
 def _kpis(metrics: dict, folds_df: pd.DataFrame, test_scores: dict | None, receipt: dict | None) -> str:
@@ -252,7 +263,9 @@ def build_report(params: ReportParams, inputs: Inputs = Inputs(), out: Path = pa
     receipt = read_json(inputs.receipt)
     sections = [f"<h1>foldwise report</h1><p class=muted>{html.escape(str(meta.get('n_train')))} training images, "
                 f"{len(oof.names)} classes, {len(folds_df)} folds</p>", _kpis(metrics, folds_df, test_scores, receipt),
-                *_training_sections(metrics, folds_df, test_scores, out), *_error_sections(oof, images, params, out),
+                *_training_sections(metrics, folds_df, test_scores, out),
+                *calibration_section(metrics, _trained_smoothing(metrics, inputs.models)),
+                *tuning_section(inputs.tune), *_error_sections(oof, images, params, out),
                 *_export_sections(read_json(inputs.models / paths.EXPORT_JSON.name), read_json(inputs.bench),
                                   inputs.bench, metrics.get("metric", "accuracy")),
                 *_submission_sections(receipt, metrics, len(oof.rows))]

@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline.core import paths
 from pipeline.core.provenance import machine, versions
+from pipeline.evaluation.calibration import temper
 from pipeline.evaluation.ensemble import combine
 from serve.engine import run_graph
 
@@ -27,7 +28,7 @@ def oof_probabilities(ensemble_json: Path = paths.ENSEMBLE_JSON, oof_logits: Pat
     spec = json.loads(ensemble_json.read_text())
     logits = np.load(oof_logits)
     sub = logits[[spec["all_views"].index(v) for v in spec["views"]]]
-    return combine(sub, spec["combine"], np.asarray(spec["view_weights"]))
+    return temper(combine(sub, spec["combine"], np.asarray(spec["view_weights"])), spec.get("temperature", 1.0))
 
 
 def labelled_test_scores(meta: dict, prepared: Path, models: Path, source_json: Path) -> dict | None:

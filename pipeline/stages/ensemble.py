@@ -4,7 +4,8 @@
     python -m pipeline.stages.ensemble        # what dvc.yaml runs; by hand: foldwise ensemble
 
 Reads models/folds/ and data/prepared/. Writes metrics.json (DVC metrics: per fold, OOF overall,
-every candidate, the choice), models/ensemble.json (the recipe the export stage builds) and
+every candidate, the choice, the calibration decision of pipeline/evaluation/calibration.py),
+models/ensemble.json (the recipe the export stage builds) and
 models/oof_logits.npy ([views, rows, classes], for the report).
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from pipeline.core import paths
 from pipeline.core.config import load_section
 from pipeline.core.console import run_stage
-from pipeline.evaluation.ensemble import choose, softmax
+from pipeline.evaluation.calibration import cross_fitted, decide
+from pipeline.evaluation.ensemble import choose, combine, softmax
 from pipeline.evaluation.metrics import from_meta, scores
 from pipeline.modeling.ensemble import EnsembleParams, oof_view_logits
 from serve.atomic import atomic_path, write_json
@@ -49,6 +51,22 @@ def _summary(metric_name: str, candidates: dict, chosen: str, per_fold: dict, co
     }
 
 
+def _calibration(params: EnsembleParams, metric, positive, logits: np.ndarray, views: list[str], recipe: dict,
+                 labels: np.ndarray, dirs: dict, covered: np.ndarray) -> dict:
+    """Temperature scaling of the chosen candidate, decided by its cross-fitted OOF score (calibration.py)."""
+    if params.calibrate == "off":
+        return {"applies": False, "kept": False, "temperature": 1.0, "why": "ensemble.calibrate: off"}
+    groups = np.full(len(labels), -1)
+    for k, d in dirs.items():
+        groups[np.load(paths.FoldFiles(d).oof_rows)] = k
+    sub = logits[[views.index(v) for v in recipe["views"]]][:, covered]
+    probs, y, g = combine(sub, recipe["combine"], np.asarray(recipe["view_weights"])), labels[covered], groups[covered]
+    decision = decide(metric, probs, y, g, positive)
+    if decision["kept"]:
+        decision["scores"] = scores(metric, y, cross_fitted(probs, y, g), positive)
+    return decision
+
+
 def run(params: EnsembleParams, prepared: Path = paths.PREPARED, folds: Path = paths.FOLDS,
         metrics_path: Path = paths.METRICS_JSON, ensemble_path: Path = paths.ENSEMBLE_JSON,
         logits_path: Path = paths.OOF_LOGITS) -> dict:
@@ -72,8 +90,14 @@ def run(params: EnsembleParams, prepared: Path = paths.PREPARED, folds: Path = p
                             "best_epoch": json.loads(fold.metrics.read_text())["best_epoch"]}
     candidates, recipes, chosen = choose(logits[:, covered], labels[covered], views, params.methods, metric, positive)
     metrics = _summary(metric.name, candidates, chosen, per_fold, covered)
+    metrics["calibration"] = _calibration(params, metric, positive, logits, views, recipes[chosen], labels,
+                                          dirs, covered)
+    if metrics["calibration"]["kept"]:  # the cross-fitted scores: no row's temperature was fitted on that row
+        metrics.update({f"oof_{k}": v for k, v in metrics["calibration"].pop("scores").items()})
+    metrics["calibration"].pop("scores", None)
     trained = sorted(dirs)
-    write_json(ensemble_path, {"method": chosen, **recipes[chosen], "folds": trained,
+    write_json(ensemble_path, {"method": chosen, **recipes[chosen],
+                               "temperature": metrics["calibration"]["temperature"], "folds": trained,
                                "fold_weights": [round(1.0 / len(trained), 12)] * len(trained),
                                "fold_dirs": [str(dirs[k]) for k in trained], "all_views": views})
     with atomic_path(logits_path) as tmp, open(tmp, "wb") as fh:

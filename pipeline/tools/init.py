@@ -1,4 +1,5 @@
-"""`foldwise init SOURCE`: look at a competition and write params.yaml's `download` and `prepare`.
+"""`foldwise init SOURCE`: look at a competition and write params.yaml's `download` and `prepare`,
+a `train` recipe for its size and kind and a `tune` space around it (pipeline/tools/recipe.py).
 
     foldwise init ~/Downloads/cassava-leaf-disease-classification.zip
     foldwise init data/my-competition/            # a folder in Kaggle's layout
@@ -28,7 +29,9 @@ from pipeline.data.layouts.common import Files, PixelArray
 from pipeline.data.layouts.decode import image_spec
 from pipeline.data.layouts.targets import resolve_targets
 from pipeline.data.prepare import PrepareParams
+from pipeline.evaluation.metrics import METRICS
 from pipeline.kaggle.download import download_competition
+from pipeline.tools.recipe import recipe
 from pipeline.tools.sections import validate_all
 from serve.atomic import write_text
 from serve.errors import UserError
@@ -71,13 +74,23 @@ def prepare_section(found: dict) -> dict:
     return section
 
 
-def write_sections(params_path: Path, download: dict, prepare: dict) -> list[str]:
-    """Set `download` and `prepare` keys in params.yaml (comments kept); validate before writing."""
+def fitted_recipe(found: dict, prepare: dict, n_folds: int) -> tuple[dict, dict, list[str]]:
+    """The `train` keys and `tune` section for what was found (pipeline/tools/recipe.py); may shrink image_size."""
+    t, spec = found["targets"], found["spec"]
+    train, tune, (h, w), why = recipe(found["n_train"], spec.height, spec.width, spec.channels,
+                                      METRICS[t.metric].calibrates, n_folds)
+    if (h, w) != (spec.height, spec.width):
+        prepare["image_size"] = [h, w]
+    return train, tune, why
+
+
+def write_sections(params_path: Path, sections: dict[str, dict]) -> list[str]:
+    """Set each section's keys in params.yaml (comments kept); validate before writing."""
     yaml = YAML()
     yaml.preserve_quotes = True
     doc = yaml.load(params_path.read_text()) if params_path.exists() else {}
     changed = []
-    for section, values in (("download", download), ("prepare", prepare)):
+    for section, values in sections.items():
         doc.setdefault(section, {})
         for key, value in values.items():
             if doc[section].get(key) != value:
@@ -106,7 +119,9 @@ def run(source: str, params_path: Path = Path("params.yaml")) -> dict:
         else:
             raise UserError(f"{source}: no such file or folder, and not a Kaggle competition slug")
         prepare = prepare_section(found)
-        changed = write_sections(params_path, download, prepare)
+        train, tune, found["recipe"] = fitted_recipe(found, prepare, base.n_folds)
+        changed = write_sections(params_path, {"download": download, "prepare": prepare, "train": train,
+                                               "tune": tune})
     found["changed"] = changed
     found["prepare"] = prepare
     return found
@@ -130,5 +145,6 @@ def summary(found: dict) -> list[str]:
              f"({found['size_why']})",
              f"metric        {t.metric} (a guess from the submission kind: confirm it on the competition's "
              "Evaluation page and set prepare.metric if it differs)"]
+    lines += [f"recipe        {line}" for line in found.get("recipe", [])]
     lines += [f"note          {n}" for n in raw.notes]
     return lines

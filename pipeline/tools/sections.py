@@ -17,11 +17,12 @@ from pipeline.kaggle.params import SubmitParams
 from pipeline.modeling.ensemble import EnsembleParams
 from pipeline.report.params import ReportParams
 from pipeline.training.params import TrainParams
+from pipeline.training.search_space import TuneParams
 from serve.errors import UserError
 
 SECTIONS: dict[str, type] = {"download": DownloadParams, "prepare": PrepareParams, "train": TrainParams,
                              "ensemble": EnsembleParams, "export": ExportParams, "predict": PredictParams,
-                             "submit": SubmitParams, "report": ReportParams}
+                             "submit": SubmitParams, "report": ReportParams, "tune": TuneParams}
 
 
 def validate_all(text: str, name: str) -> None:

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,14 +125,18 @@ def _epoch(t: TrainingSetup, params: TrainParams, data: tuple, metric: Metric, p
 
 
 def run_fold(params: TrainParams, fold: int, seed: int, prepared: Path = paths.PREPARED, folds: Path = paths.FOLDS,
-             checkpoints: Path = paths.CHECKPOINTS, curves: Path = paths.CURVES, dist=None) -> dict:
+             checkpoints: Path = paths.CHECKPOINTS, curves: Path = paths.CURVES, dist=None,
+             on_epoch: Callable[[dict, int], None] | None = None) -> dict:
     """Train one fold. `dist` (a pipeline.distributed.ddp.DDPContext under torchrun, else None) shards
-    the batches, wraps the model in DDP, gathers the OOF rows and lets rank 0 alone write."""
+    the batches, wraps the model in DDP, gathers the OOF rows and lets rank 0 alone write. `on_epoch`
+    sees each epoch's curve row and the fold's number of epochs once the checkpoint is written
+    (`foldwise tune` reports it to Optuna's pruner, which may stop the fold by raising)."""
     meta, images, labels, fold_of_row = load_prepared(prepared, fold)
     device = resolve_device(params.device)
     _determinism(params, device)
     seed_everything(seed)
     train_rows, val_rows = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
+    params = params.for_rows(len(train_rows))
     metric = from_meta(meta)
     t = TrainingSetup.create(params, meta, images, labels, train_rows, device, seed,
                              **(dist.setup_kwargs(train_rows, params, seed, device) if dist else {}))
@@ -152,6 +157,8 @@ def run_fold(params: TrainParams, fold: int, seed: int, prepared: Path = paths.P
         if dist is None or dist.is_main:
             with atomic_path(ckpt_path) as tmp:
                 torch.save(t.run.state_dict(signature), tmp)
+        if on_epoch is not None:
+            on_epoch(t.run.curves[-1], params.epochs)
     if dist is not None and not dist.is_main:
         return {}
     return write_fold(params, meta, fold, seed, t, val_rows, paths.fold_dir(fold, folds), device, stopped_early,

@@ -7,6 +7,8 @@ other name, timm's; the augmentation is built once with Albumentations to check 
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +29,7 @@ class TrainParams:
     drop_path_rate: float | None = None  # stochastic depth, for models that have it
     img_size: int | None = None       # resize inside the model (e.g. 32 or 64); None: native
     epochs: int = 6                      # chosen by OOF (docs/results.md)
+    steps: int | None = None             # a budget in optimizer steps instead: epochs = ceil(steps / batches per epoch)
     batch_size: int = 128
     optimizer: str = "adamw"             # timm.optim name: adamw, sgd (Nesterov momentum), lamb, ...
     momentum: float = 0.9                # sgd / momentum optimizers
@@ -60,7 +63,16 @@ class TrainParams:
             kwargs["drop_path_rate"] = self.drop_path_rate
         return kwargs
 
+    def for_rows(self, n_train: int) -> TrainParams:
+        """These params for a fold of `n_train` training rows: `epochs` from `steps` when a step budget is set."""
+        if self.steps is None:
+            return self
+        per_epoch = max(1, n_train // self.batch_size if n_train > self.batch_size else 1)
+        return dataclasses.replace(self, epochs=max(1, math.ceil(self.steps / per_epoch)))
+
     def validate(self, err) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise err(f"must be at least 1 (or null), got {self.steps}", "steps")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise err(f"must be at least 1, got {getattr(self, name)}", name)

@@ -45,6 +45,14 @@ def _repro(proj: Path, shape: str) -> tuple[int, str]:
     return r.returncode, r.stdout + r.stderr
 
 
+def _tiny_training(proj: Path) -> None:
+    """After `foldwise init`: its recipe (augmentation, smoothing) on the tests' tiny model and budget."""
+    path = proj / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["train"].update(TRAIN, steps=None)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def competitions(tmp_path_factory) -> dict:
     """Every shape: its zip, solution, project (after `foldwise init`) and `dvc repro` result;
@@ -58,6 +66,7 @@ def competitions(tmp_path_factory) -> dict:
         proj = project(base / shape, zip_path)
         out[shape] = {"zip": zip_path, "solution": solution, "project": proj,
                       "init": run_cli("init", "data/slice.zip", cwd=proj)}
+        _tiny_training(proj)
     ready = [s for s in SHAPES if out[s]["init"].returncode == 0]
     with ThreadPoolExecutor(max_workers=2) as pool:
         for shape, (code, log) in zip(ready, pool.map(lambda s: _repro(out[s]["project"], s), ready)):
@@ -118,3 +127,23 @@ def test_classes_are_written_back_as_the_competition_spells_them(competitions) -
     assert np.allclose(breeds.iloc[:, 1:].sum(axis=1), 1, atol=1e-3)
     digits = pd.read_csv(competitions["digits"]["project"] / "submissions/submission.csv")
     assert list(digits.columns) == ["ImageId", "Label"] and digits["ImageId"].tolist() == list(range(1, 81))
+
+
+def test_a_log_loss_competition_gets_no_smoothing_and_a_temperature_only_where_it_wins_out_of_fold(competitions):
+    """breeds (log loss): init's recipe trains without label smoothing; the ensemble's temperature is
+    decided on its cross-fitted OOF score, exported in the graph and shown in the report."""
+    import onnx
+
+    proj = competitions["breeds"]["project"]
+    assert yaml.safe_load((proj / "params.yaml").read_text())["train"]["label_smoothing"] == 0.0
+    metrics = json.loads((proj / "metrics.json").read_text())
+    c = metrics["calibration"]
+    assert c["applies"] and {"oof_score_uncalibrated", "oof_score_cross_fitted"} <= set(c)
+    assert c["kept"] == (c["oof_score_cross_fitted"] < c["oof_score_uncalibrated"])
+    reported = c["oof_score_cross_fitted"] if c["kept"] else c["oof_score_uncalibrated"]
+    assert abs(metrics["oof_score"] - reported) < 1e-4                              # the honest one is reported
+    meta = {p.key: p.value for p in onnx.load(str(proj / "models/ensemble.onnx")).metadata_props}
+    assert json.loads(meta["temperature"]) == c["temperature"] and (c["temperature"] == 1.0) != c["kept"]
+    assert 'id=calibration>' in (proj / "reports/index.html").read_text()
+    cactus = json.loads((competitions["cactus"]["project"] / "metrics.json").read_text())["calibration"]
+    assert not cactus["applies"] and cactus["temperature"] == 1.0                   # ROC AUC: ranks only
