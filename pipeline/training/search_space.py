@@ -105,7 +105,7 @@ class Dist:
             raise err("only train params are tuned: the path is train.<key> or train.model_kwargs.<name>")
         names = [f.name for f in dataclasses.fields(TrainParams) if f.name != "folds"]
         if parts[1] not in names:
-            raise err(f"train.{parts[1]}: not a train key (known: {', '.join(names)})")
+            raise err(f"not a train key (known: {', '.join(names)})")
         if len(parts) > 2 and (parts[1] != "model_kwargs" or len(parts) > 3):
             raise err("only train.model_kwargs.<name> goes deeper than train.<key>")
         if not isinstance(spec, dict) or len([k for k in spec if k in KINDS]) != 1 \

@@ -103,3 +103,24 @@ def test_a_killed_study_continues_two_processes_share_it_and_the_preset_validate
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == tuned["lr"]
     for name in summary["figures"].values():
         assert (project / "tune/report" / name).stat().st_size > 5000
+
+
+@pytest.mark.parametrize("args, params, words", [
+    ([], {"space": {"train.lrr": {"float": [0.1, 0.2]}}}, ["params.yaml: tune.space.train.lrr: not a train key"]),
+    ([], {"space": {"train.sched": {"categorical": ["cosine", "warp"]}}}, ["tune.space.train.sched", "'warp'"]),
+    (["--n-trials", "0"], {}, ["tune.n_trials: must be at least 1"]),
+    (["--timeout", "0s"], {}, ["tune.timeout: must be a positive duration"]),
+    ([], {"folds": [7]}, ["tune.folds: fold 7 is not in train.folds"]),
+])
+def test_bad_tune_input_is_one_line_naming_the_key(tmp_path: Path, args: list[str], params: dict,
+                                                    words: list[str]) -> None:
+    from helpers.cli import ROOT, assert_one_line_error
+
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["tune"].update(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    before = (tmp_path / "params.yaml").read_bytes()
+    r = run_cli("tune", *args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert_one_line_error(r, *words)
+    assert (tmp_path / "params.yaml").read_bytes() == before and not (tmp_path / "tune").exists()

@@ -18,7 +18,7 @@ def _space(space: dict) -> SearchSpace:
 @pytest.mark.parametrize("space, words", [
     ({"prepare.image_size": {"int": [1, 2]}}, ["tune.space.prepare.image_size", "only train params"]),
     ({"train.lrr": {"float": [0.1, 0.2]}}, ["tune.space.train.lrr", "not a train key"]),
-    ({"train.folds": {"int": [1, 2]}}, ["train.folds: not a train key"]),
+    ({"train.folds": {"int": [1, 2]}}, ["tune.space.train.folds: not a train key"]),
     ({"train.lr.x": {"float": [0.1, 0.2]}}, ["only train.model_kwargs.<name>"]),
     ({"train.lr": {"uniform": [0.1, 0.2]}}, ["tune.space.train.lr", "must be one of"]),
     ({"train.lr": {"float": [0.2, 0.1]}}, ["tune.space.train.lr", "low 0.2 > high 0.1"]),

@@ -34,6 +34,7 @@ from pipeline.training.fold import fold_seed, run_fold
 from pipeline.training.params import TrainParams
 from pipeline.training.search_space import SearchSpace, TuneParams, apply
 from serve.atomic import write_json
+from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
 TUNE = paths.TUNE
@@ -83,9 +84,13 @@ def open_study(tune: TuneParams, space: SearchSpace, direction: str, src: str, r
     """The study `tune.study` in root/study.db, created or continued."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = storage(root)
-    return optuna.create_study(storage=store, study_name=tune.study, direction=direction,
-                               sampler=sampler(tune, space, src, run_seed(tune, store)), pruner=pruner(tune),
-                               load_if_exists=True)
+    study = optuna.create_study(storage=store, study_name=tune.study, direction=direction,
+                                sampler=sampler(tune, space, src, run_seed(tune, store)), pruner=pruner(tune),
+                                load_if_exists=True)
+    if study.direction.name.lower() != direction:  # Optuna keeps an existing study's direction silently
+        raise UserError(f"{root / 'study.db'}: study '{tune.study}' was created to {study.direction.name.lower()} "
+                        f"its metric, this competition's metric needs {direction}: set tune.study to a new name")
+    return study
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
