@@ -24,10 +24,10 @@ def _oof(project: Path) -> float:
 
 def test_the_init_recipe_learns_a_small_competition_where_the_default_recipe_stays_near_chance(tmp_path: Path):
     zip_path, _ = build("cifar", tmp_path / "zips", n_train=240, n_test=20, classes=[0, 1, 5, 8])
-    project = make_project(tmp_path / "project", zip_path, prepare={"n_folds": 3})
+    project = make_project(tmp_path / "project", zip_path, prepare={"n_folds": 2})
     assert run_cli("init", "data/slice.zip", cwd=project).returncode == 0
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["folds"] = [{"fold": k, "seed": k} for k in range(3)]
+    params["train"]["folds"] = [{"fold": k, "seed": k} for k in range(2)]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     recipe = _oof(project)
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]

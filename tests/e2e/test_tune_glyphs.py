@@ -17,11 +17,11 @@ from helpers.project import make_project
 pytestmark = pytest.mark.e2e
 HFLIP = {"transform": {"__class_fullname__": "Compose", "p": 1.0,
                        "transforms": [{"__class_fullname__": "HorizontalFlip", "p": 0.5}]}}
-TINY = {"model": "foldwise_cnn", "model_kwargs": {"widths": [8, 16, 32]}, "steps": 240, "batch_size": 32}
+TINY = {"model": "foldwise_cnn", "model_kwargs": {"widths": [8, 16, 32]}, "steps": 200, "batch_size": 32}
 
 
 def test_tune_finds_that_flips_hurt_on_glyphs_and_the_confirmation_shows_it(tmp_path: Path) -> None:
-    zip_path, _ = build_glyphs(tmp_path / "zips", n_train=840, n_test=28)
+    zip_path, _ = build_glyphs(tmp_path / "zips", n_train=560, n_test=28)
     project = make_project(tmp_path / "project", zip_path)
     init = run_cli("init", "data/slice.zip", cwd=project)
     assert init.returncode == 0, init.stderr
