@@ -284,7 +284,8 @@ def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_depend
     baseline = params_path.read_text()
 
     params = yaml.safe_load(baseline)
-    params["train"]["augment"]["transform"]["transforms"][0]["p"] = 0.25
+    params["train"]["augment"] = {"transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": [
+        {"__class_fullname__": "HorizontalFlip", "p": 0.25}]}}
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     assert _stale_stages(project) == {"train@0", "train@1"}
 

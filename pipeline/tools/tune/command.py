@@ -20,6 +20,7 @@ import optuna
 from pipeline.core import paths
 from pipeline.core.config import build, load_section, read_params
 from pipeline.evaluation.metrics import from_meta
+from pipeline.modeling.ensemble import EnsembleParams
 from pipeline.tools.tune import confirm as confirmation
 from pipeline.tools.tune.figures import draw
 from pipeline.tools.tune.search import finished, open_study, search
@@ -78,7 +79,8 @@ def run(params_path: Path = Path("params.yaml"), n_trials: int | None = None, ti
     best_values = space.values_of(study.best_trial.params)
     best = build(TrainParams, apply(raw["train"], best_values), "train", f"{src} (best trial)")
     if do_confirm:
-        summary["confirmation"] = confirmation.confirm(best, current, confirm_folds)
+        summary["confirmation"] = confirmation.confirm(best, current, confirm_folds,
+                                                       load_section("ensemble", EnsembleParams, params_path))
     summary["best_train"] = best_values
     summary["figures"] = draw(study, summary, paths.TUNE_REPORT)
     write_json(paths.TUNE_REPORT / "summary.json", summary)

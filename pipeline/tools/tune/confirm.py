@@ -1,13 +1,14 @@
 """The confirmation that decides: the search's best params against the current ones, both trained
 on folds no trial touched (same folds, seeds and data), scored out of fold; then presets/tuned.yaml.
 
-    result = confirm(best_train, current_train, folds=[1, 2, 3, 4])   # tune/confirm/{tuned,current}/
-    write_preset(result, ...)                                        # presets/tuned.yaml, validated
+    result = confirm(best, current, [1, 2, 3, 4], ensemble)    # TrainParams x2, EnsembleParams; tune/confirm/
+    write_preset(paths.TUNED_PRESET, preset_text(values, summary, train), params_text, "params.yaml")
 
 The search's best value was chosen on the trial folds' validation rows, so it is biased upward;
 the confirmation's scores are pooled over the confirmation folds' OOF rows, which neither the
-trials nor the choice of the winner saw. That pooled score, not the search's, is what tune
-reports and what decides which params win.
+trials nor the choice of the winner saw, and scored as the ensemble stage would (its methods and
+TTA views, `ensemble` params: a recipe without flips loses what hflip TTA gave one with flips).
+That pooled score, not the search's, is what tune reports and what decides which params win.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from ruamel.yaml import YAML
 
 from pipeline.core import paths
 from pipeline.core.config import build, params_hash
+from pipeline.evaluation.ensemble import choose
 from pipeline.evaluation.metrics import from_meta, scores
+from pipeline.modeling.ensemble import EnsembleParams, oof_view_logits
 from pipeline.tools.sections import validate_all
 from pipeline.training.fold import fold_seed, run_fold
 from pipeline.training.params import TrainParams
@@ -30,36 +33,43 @@ from serve.atomic import write_text
 _logger = logging.getLogger(__name__)
 
 
-def train_arm(name: str, params: TrainParams, folds: list[int], root: Path = paths.TUNE,
+def train_arm(name: str, params: TrainParams, folds: list[int], ensemble: EnsembleParams, root: Path = paths.TUNE,
               prepared: Path = paths.PREPARED) -> dict:
-    """Train `params` on each of `folds` (resumable: tune/checkpoints/<hash>/); pooled OOF scores."""
-    meta = json.loads(paths.Prepared(prepared).meta.read_text())
-    labels = np.load(paths.Prepared(prepared).train_labels)
+    """Train `params` on each of `folds` (resumable: tune/checkpoints/<hash>/); their pooled OOF rows
+    scored as the ensemble stage scores them (`oof`: the best of its methods, with and without its
+    TTA views) and plain (`oof_plain`: each fold's best epoch, no TTA)."""
+    files = paths.Prepared(prepared)
+    meta, labels = json.loads(files.meta.read_text()), np.load(files.train_labels)
     metric = from_meta(meta)
     phash = params_hash({k: v for k, v in params.__dict__.items() if k != "folds"})
     out = root / "confirm" / name
-    per_fold, probs, rows = {}, [], []
+    per_fold, dirs = {}, {}
     for fold in folds:
         _logger.info("confirmation: %s params on fold %d", name, fold)
         m = run_fold(params, fold, fold_seed(params, fold, None), prepared=prepared, folds=out / "folds",
                      checkpoints=root / "checkpoints" / phash, curves=out / "curves")
-        files = paths.FoldFiles(paths.fold_dir(fold, out / "folds"))
         per_fold[str(fold)] = m["val_score"]
-        probs.append(np.load(files.oof_probs))
-        rows.append(np.load(files.oof_rows))
-        files.model.unlink(missing_ok=True)
-    idx = np.concatenate(rows)
-    pooled = scores(metric, labels[idx], np.concatenate(probs), meta.get("positive"))
-    return {"params_hash": phash, "folds": per_fold, "oof": pooled, "rows": int(len(idx))}
+        dirs[fold] = paths.fold_dir(fold, out / "folds")
+    views = ["none", *ensemble.tta]
+    logits = oof_view_logits(dirs, np.load(files.train_images, mmap_mode="r"), views, len(meta["classes"]),
+                             ensemble.batch_size)
+    idx = np.concatenate([np.load(paths.FoldFiles(d).oof_rows) for d in dirs.values()])
+    plain = np.concatenate([np.load(paths.FoldFiles(d).oof_probs) for d in dirs.values()])
+    candidates, _, chosen = choose(logits[:, idx], labels[idx], views, ensemble.methods, metric, meta.get("positive"))
+    for d in dirs.values():
+        paths.FoldFiles(d).model.unlink(missing_ok=True)
+    return {"params_hash": phash, "folds": per_fold, "oof": {**candidates[chosen], "method": chosen},
+            "oof_plain": scores(metric, labels[idx], plain, meta.get("positive")), "rows": int(len(idx))}
 
 
-def confirm(best: TrainParams, current: TrainParams, folds: list[int], root: Path = paths.TUNE,
-            prepared: Path = paths.PREPARED) -> dict:
-    """Both arms on `folds`; `winner` is `tuned` only where its pooled OOF score beats the current params'."""
+def confirm(best: TrainParams, current: TrainParams, folds: list[int], ensemble: EnsembleParams,
+            root: Path = paths.TUNE, prepared: Path = paths.PREPARED) -> dict:
+    """Both arms on `folds`; `winner` is `tuned` only where its pooled OOF score, as the ensemble stage
+    would choose it, beats the current params'."""
     meta = json.loads(paths.Prepared(prepared).meta.read_text())
     metric = from_meta(meta)
-    tuned = train_arm("tuned", best, folds, root, prepared)
-    now = train_arm("current", current, folds, root, prepared)
+    tuned = train_arm("tuned", best, folds, ensemble, root, prepared)
+    now = train_arm("current", current, folds, ensemble, root, prepared)
     wins = metric.better(tuned["oof"]["score"], now["oof"]["score"])
     return {"metric": metric.name, "higher_is_better": metric.higher_is_better, "folds": folds,
             "tuned": tuned, "current": now, "winner": "tuned" if wins else "current"}

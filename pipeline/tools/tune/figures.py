@@ -4,7 +4,8 @@
 
 history: each trial's value and the best so far; importances: fANOVA parameter importances;
 intermediate: every trial's per-epoch validation score (pruned trials end early);
-confirmation: tuned against current params on each confirmation fold and pooled.
+confirmation: tuned against current params on each confirmation fold (its best epoch, no TTA) and
+pooled as the ensemble stage scores it (its methods and TTA views).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _confirmation(c: dict, path: Path) -> None:
     import numpy as np
 
     fig, ax = plt.subplots()
-    names = [f"fold {f}" for f in c["folds"]] + ["pooled OOF"]
+    names = [f"fold {f}" for f in c["folds"]] + ["pooled OOF, as ensembled"]
     x = np.arange(len(names))
     for i, arm in enumerate(("current", "tuned")):
         values = [c[arm]["folds"][str(f)] for f in c["folds"]] + [c[arm]["oof"]["score"]]
