@@ -18,7 +18,6 @@ import yaml
 from helpers.cli import BIN, run_cli
 from helpers.data import write_zip
 from helpers.project import dvc, make_project
-from pipeline.tools.tune.search import GRACE_SECONDS
 
 pytestmark = pytest.mark.e2e
 TRAIN = {"model": "foldwise_cnn", "model_kwargs": {"widths": [8, 16, 16]}, "batch_size": 32, "epochs": 3,
@@ -27,7 +26,7 @@ HFLIP = {"transform": {"__class_fullname__": "Compose", "p": 1.0,
                        "transforms": [{"__class_fullname__": "HorizontalFlip", "p": 0.5}]}}
 TUNE = {"space": {"train.lr": {"log_float": [1.0e-5, 0.03]}, "train.epochs": {"int": [3, 5]},
                   "train.augment": {"categorical": {"hflip": HFLIP, "none": {}}}},
-        "n_trials": 7, "pruner": "median", "folds": [0]}
+        "n_trials": 6, "pruner": "median", "folds": [0]}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +37,12 @@ def project(tmp_path_factory, real_slice) -> Path:
     return proj
 
 
+GRACE = 10  # seconds without a heartbeat before a trial counts as killed (FOLDWISE_TUNE_GRACE; default 20)
+
+
 def _env() -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+            "FOLDWISE_TUNE_GRACE": str(GRACE)}
 
 
 def _study(project: Path) -> optuna.Study:
@@ -67,10 +70,11 @@ def test_a_killed_study_continues_two_processes_share_it_and_the_preset_validate
     running = [t for t in before.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len(done) >= 2 and len(running) == 1, [t.state for t in before.trials]
     best_before, killed = before.best_value, running[0]
-    time.sleep(GRACE_SECONDS + 1)  # the killed trial's heartbeat is stale now: the next run fails and retries it
+    time.sleep(GRACE + 1)  # the killed trial's heartbeat is stale now: the next run fails and retries it
     second = subprocess.Popen([str(BIN / "foldwise"), "tune", "--no-confirm"], cwd=project, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = run_cli("tune", cwd=project, env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    first = run_cli("tune", cwd=project, env={"OMP_NUM_THREADS": "1", "FOLDWISE_TUNE_GRACE": str(GRACE)},
+                    timeout=600)
     out, err = second.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, (first.stderr[-2000:], err[-2000:])
     after = _study(project)

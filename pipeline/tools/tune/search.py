@@ -38,7 +38,11 @@ from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
 TUNE = paths.TUNE
-HEARTBEAT_SECONDS, GRACE_SECONDS = 5, 20   # a trial without a heartbeat for 20 s is failed (and retried)
+# a trial without a heartbeat for GRACE_SECONDS is failed (and retried); FOLDWISE_TUNE_GRACE sets it
+# (e.g. longer on a slow shared filesystem; the tests shorten it)
+_GRACE = os.environ.get("FOLDWISE_TUNE_GRACE", "")
+GRACE_SECONDS = int(_GRACE) if _GRACE.isdigit() and int(_GRACE) >= 4 else 20
+HEARTBEAT_SECONDS = max(1, GRACE_SECONDS // 4)
 WARMUP_PERCENT = 30  # no trial is pruned before 30% of its first fold's schedule
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
