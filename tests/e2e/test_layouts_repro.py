@@ -24,7 +24,7 @@ from helpers.project import make_project
 
 pytestmark = pytest.mark.e2e
 CHANCE = {"digits": 0.1, "cifar": 0.1, "cactus": 0.5, "seedlings": 0.1, "breeds": float(np.log(10))}
-TRAIN = {"model": "foldwise_cnn", "epochs": 10, "batch_size": 32, "lr": 0.003, "warmup_epochs": 1.0,
+TRAIN = {"model": "foldwise_cnn", "epochs": 12, "batch_size": 32, "lr": 0.003, "warmup_epochs": 1.0,
          "model_kwargs": {"widths": [16, 32, 64]}}
 
 
