@@ -20,11 +20,11 @@ from helpers.data import write_zip
 from helpers.project import dvc, make_project
 
 pytestmark = pytest.mark.e2e
-TRAIN = {"model": "foldwise_cnn", "model_kwargs": {"widths": [8, 16, 16]}, "batch_size": 32, "epochs": 3,
+TRAIN = {"model": "foldwise_cnn", "model_kwargs": {"widths": [8, 16, 16]}, "batch_size": 32, "epochs": 4,
          "num_workers": 0}
 HFLIP = {"transform": {"__class_fullname__": "Compose", "p": 1.0,
                        "transforms": [{"__class_fullname__": "HorizontalFlip", "p": 0.5}]}}
-TUNE = {"space": {"train.lr": {"log_float": [1.0e-5, 0.03]}, "train.epochs": {"int": [3, 5]},
+TUNE = {"space": {"train.lr": {"log_float": [1.0e-5, 0.03]},
                   "train.augment": {"categorical": {"hflip": HFLIP, "none": {}}}},
         "n_trials": 6, "pruner": "median", "folds": [0]}
 
@@ -50,13 +50,14 @@ def _study(project: Path) -> optuna.Study:
 
 
 def _kill_mid_trial(project: Path) -> None:
-    """SIGKILL `foldwise tune` once two trials are finished and a third has checkpointed an epoch."""
+    """SIGKILL `foldwise tune` once three trials are finished (the pruner's start-up) and a fourth has
+    checkpointed an epoch."""
     proc = subprocess.Popen([str(BIN / "foldwise"), "tune", "--no-confirm"], cwd=project, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         started = list((project / "tune/trials/foldwise").glob("*"))
-        if len(started) >= 3 and list((project / "tune/checkpoints").glob("*/fold0/last.pt")):
+        if len(started) >= 4 and list((project / "tune/checkpoints").glob("*/fold0/last.pt")):
             break
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -68,8 +69,10 @@ def test_a_killed_study_continues_two_processes_share_it_and_the_preset_validate
     before = _study(project)
     done = [t for t in before.trials if t.state == optuna.trial.TrialState.COMPLETE]
     running = [t for t in before.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert len(done) >= 2 and len(running) == 1, [t.state for t in before.trials]
+    assert len(done) >= 3 and len(running) == 1, [t.state for t in before.trials]
     best_before, killed = before.best_value, running[0]
+    # a trial that cannot learn (lr 1e-7), asked for next: the median pruner must stop it
+    before.enqueue_trial({"train.lr": 1.0e-7, "train.augment": "none"})
     time.sleep(GRACE + 1)  # the killed trial's heartbeat is stale now: the next run fails and retries it
     second = subprocess.Popen([str(BIN / "foldwise"), "tune", "--no-confirm"], cwd=project, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -88,9 +91,9 @@ def test_a_killed_study_continues_two_processes_share_it_and_the_preset_validate
     assert retried and retried[0].params == killed.params
     resumed = retried[0]  # it resumed the killed fold from its checkpoint: fewer epochs reported than trained
     assert resumed.state != optuna.trial.TrialState.COMPLETE or \
-        len(resumed.intermediate_values) < resumed.params["train.epochs"]
+        len(resumed.intermediate_values) < TRAIN["epochs"]
     pruned = [t for t in finished if t.state == optuna.trial.TrialState.PRUNED]
-    assert pruned, "the median pruner stopped no trial"
+    assert any(t.params["train.lr"] == 1.0e-7 for t in pruned), "the median pruner did not stop the lr 1e-7 trial"
     summary = json.loads((project / "tune/report/summary.json").read_text())
     assert 1 <= summary["search"]["pruned"] <= len(pruned)
     assert f"({summary['search']['pruned']} pruned" in first.stdout, first.stdout
@@ -100,8 +103,8 @@ def test_a_killed_study_continues_two_processes_share_it_and_the_preset_validate
     assert f"-> {c['winner']} params win" in first.stdout
     preset = project / "presets/tuned.yaml"
     tuned = yaml.safe_load(preset.read_text())["train"]
-    assert set(tuned) == {"lr", "epochs", "augment"}
-    assert tuned["epochs"] == after.best_trial.params["train.epochs"]
+    assert set(tuned) == {"lr", "augment"}
+    assert tuned["lr"] == after.best_trial.params["train.lr"]
     applied = run_cli("preset", "presets/tuned.yaml", cwd=project)
     assert applied.returncode == 0, applied.stderr
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == tuned["lr"]
