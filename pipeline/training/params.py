@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipeline.core.config import params_hash
 from pipeline.modeling.nets import OWN_MODELS
 
 COMMON_OPTIMIZERS = {"sgd", "nesterov", "momentum", "adam", "adamw"}  # in every timm's optimizer registry
@@ -62,6 +63,10 @@ class TrainParams:
         if self.drop_path_rate is not None:
             kwargs["drop_path_rate"] = self.drop_path_rate
         return kwargs
+
+    def recipe_hash(self) -> str:
+        """A short hash of everything but `folds`: which checkpoints (tune/checkpoints/<hash>/) a run may resume."""
+        return params_hash({k: v for k, v in dataclasses.asdict(self).items() if k != "folds"})
 
     def for_rows(self, n_train: int) -> TrainParams:
         """These params for a fold of `n_train` training rows: `epochs` from `steps` when a step budget is set."""

@@ -21,7 +21,7 @@ import numpy as np
 from ruamel.yaml import YAML
 
 from pipeline.core import paths
-from pipeline.core.config import build, params_hash
+from pipeline.core.config import build
 from pipeline.evaluation.ensemble import choose
 from pipeline.evaluation.metrics import from_meta, scores
 from pipeline.modeling.ensemble import EnsembleParams, oof_view_logits
@@ -41,7 +41,7 @@ def train_arm(name: str, params: TrainParams, folds: list[int], ensemble: Ensemb
     files = paths.Prepared(prepared)
     meta, labels = json.loads(files.meta.read_text()), np.load(files.train_labels)
     metric = from_meta(meta)
-    phash = params_hash({k: v for k, v in params.__dict__.items() if k != "folds"})
+    phash = params.recipe_hash()
     out = root / "confirm" / name
     per_fold, dirs = {}, {}
     for fold in folds:

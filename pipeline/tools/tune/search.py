@@ -28,7 +28,7 @@ import optuna
 from tqdm import tqdm
 
 from pipeline.core import paths
-from pipeline.core.config import build, params_hash
+from pipeline.core.config import build
 from pipeline.core.console import quiet
 from pipeline.training.fold import fold_seed, run_fold
 from pipeline.training.params import TrainParams
@@ -107,7 +107,7 @@ def objective(tune: TuneParams, space: SearchSpace, train: dict, src: str, root:
     def run(trial: optuna.Trial) -> float:
         values = space.suggest(trial)
         params = build(TrainParams, apply(train, values), "train", f"{src} (trial {trial.number})")
-        phash = params_hash({k: v for k, v in params.__dict__.items() if k != "folds"})
+        phash = params.recipe_hash()
         folder = root / "trials" / tune.study / str(trial.number)
         trial.set_user_attr("params_hash", phash)
         write_json(folder / "params.json", {"trial": trial.number, "values": values, "params_hash": phash})
