@@ -1,4 +1,4 @@
-"""`foldwise` commands that are not stages: init, preset, compare, submissions, score.
+"""`foldwise` commands that are not stages: init, preset, compare, ladder, tune, submissions, score.
 
     foldwise init ~/Downloads/competition.zip && dvc repro
     foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
@@ -13,6 +13,7 @@ from pipeline.cli.app import app
 from pipeline.core import paths
 from pipeline.core.config import PARAMS_FILE
 from pipeline.evaluation.metrics import DEFAULT_FOR_SUBMISSION, METRICS
+from serve.errors import UserError
 
 PANEL = "Project tools"
 
@@ -106,6 +107,34 @@ def tune(n_trials: int | None = typer.Option(None, help="Finished trials the stu
 
     for line in lines(run_tune(params, n_trials, timeout, study, confirm)):
         typer.echo(line)
+
+
+@app.command(rich_help_panel=PANEL)
+def ladder(rungs: str = typer.Option("linear,mlp,cnn,weight_decay,dropout,augment,early_stopping,default",
+                                     help="Comma-separated rungs, in order (pipeline/tools/ladder.py lists them)."),
+           folds: str = typer.Option("0", help="Comma-separated folds each rung trains (and is scored on)."),
+           epochs: int | None = typer.Option(None, min=1, help="Epochs of every rung [default: train.epochs or "
+                                                               "train.steps].")) -> None:
+    """The course's ladder (linear, MLP, CNN, each remedy, the default), one DVC experiment per rung.
+
+    Writes ladder/summary.json; `dvc repro` then adds the ladder section to the report.
+
+    Example: foldwise ladder --folds 0 && dvc repro && xdg-open reports/report.pdf
+    """
+    from pipeline.report.ladder import ladder_table
+    from pipeline.tools.ladder import run_ladder
+
+    try:
+        fold_list = [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise UserError(f"--folds: expected comma-separated fold numbers, got {folds!r}") from None
+    if not fold_list:
+        raise UserError("--folds: no fold given")
+    summary = run_ladder([r.strip() for r in rungs.split(",") if r.strip()], fold_list, epochs)
+    typer.echo(ladder_table(summary).to_string(index=False))
+    for s in summary["skipped"]:
+        typer.echo(f"skipped {s['name']}: {s['why']}")
+    typer.echo(f"wrote {paths.LADDER / 'summary.json'}; dvc repro adds it to the report")
 
 
 @app.command(rich_help_panel=PANEL)

@@ -30,6 +30,9 @@ TUNE = Path("tune")
 TUNE_REPORT = TUNE / "report"          # summary.json and the tuning plots (README.md kept in git)
 TUNED_PRESET = Path("presets/tuned.yaml")
 
+# foldwise ladder (a tool, not a stage): the course's rungs, each a DVC experiment; the report stage's input
+LADDER = Path("ladder")                # summary.json and each rung's curves (README.md kept in git)
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -148,7 +151,7 @@ RECEIPT = SUBMISSIONS / "receipt.json"     # DVC metrics: public score beside th
 HISTORY = SUBMISSIONS / "history.json"     # file sha256 -> OOF and public scores, kept across runs
 
 # report
-REPORTS = Path("reports")                  # index.html, oof_predictions.csv, the PNGs
+REPORTS = Path("reports")                  # index.html, report.pdf, report.ipynb, oof_predictions.csv, the PNGs
 
 # benchmarks (`foldwise bench ...`; not DVC outputs)
 BENCH = Path("bench")

@@ -9,10 +9,14 @@ A public leaderboard scores a few thousand rows; the OOF accuracy scores every t
 accuracy p on n rows has a standard error of sqrt(p(1-p)/n), 0.47 points at n = 3,000 and
 p = 0.93 (95% interval ±0.9 points), so a public gain smaller than the interval says nothing. Used by the report and by
 `foldwise submissions` (accuracy only: the interval is for a proportion of correct rows).
+`score_interval` gives any metric's interval on a set of rows (Wilson for accuracy, else a
+bootstrap): `foldwise ladder` puts it beside each rung's score.
 """
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 
 def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -58,3 +62,23 @@ def oof_vs_public_rows(oof: float | None, n_oof: int | None, scores: list[tuple[
                                                                                  if ci[0] <= oof <= ci[1]
                                                                                  else " (outside CI)")))})
     return rows
+
+
+def score_interval(metric, labels: np.ndarray, probs: np.ndarray, positive: int | None = None,
+                   resamples: int = 200, seed: int = 0) -> tuple[float, float]:
+    """95% interval of `metric` on these rows: Wilson's for accuracy (a proportion), else the
+    percentile bootstrap over rows (`resamples` draws, seeded: the same rows give the same interval)."""
+    if metric.name == "accuracy":
+        return wilson(float((probs.argmax(1) == labels).mean()), len(labels))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(labels), len(labels))
+        try:
+            draws.append(metric.score(labels[idx], probs[idx], positive))
+        except ValueError:  # a draw with one class left (ROC AUC): not scorable, skip it
+            continue
+    if not draws:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return float(lo), float(hi)

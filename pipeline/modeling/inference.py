@@ -26,3 +26,14 @@ def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, ba
             logits = model(x)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def size_and_flops(model: nn.Module, image_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(parameters, forward FLOPs for one `[H, W, C]` image), FLOPs by torch.utils.flop_counter (a
+    multiply-add counts two)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w, c = image_shape
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, c, h, w))
+    return sum(p.numel() for p in model.parameters()), int(counter.get_total_flops())

@@ -2,6 +2,8 @@
 
     plot_curves(curves_by_fold, best_epoch_by_fold, Path("reports/curves.png"), dpi=110)
     plot_confusion(conf, names, ...); plot_grid(images, titles, ...); plot_cv_vs_lb(history, ...)
+    plot_filters(weights, ...); plot_activations(image, maps, ...); plot_embedding(xy, labels, names, ...)
+    (the ladder's: pipeline/report/ladder.py)
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pandas as pd
 from serve.atomic import atomic_path
 
 
-def _plt():
+def pyplot():
     import matplotlib  # ~1 s: only when a figure is drawn
 
     matplotlib.use("Agg")
@@ -23,16 +25,16 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path, dpi: int) -> None:
+def save_png(fig, path: Path, dpi: int) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
 
 
 def plot_curves(curves: dict[int, pd.DataFrame], best: dict[int, int], path: Path, dpi: int) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for k, df in curves.items():
         color = f"C{k % 10}"
@@ -50,11 +52,11 @@ def plot_curves(curves: dict[int, pd.DataFrame], best: dict[int, int], path: Pat
         ax.grid(alpha=0.3)
         ax.set_title(f"{what}: validation (solid), train (dashed), best epoch (star)")
     axes[1].legend(loc="lower right")
-    _save(fig, path, dpi)
+    save_png(fig, path, dpi)
 
 
 def plot_confusion(conf: np.ndarray, names: list[str], path: Path, dpi: int) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(16, 6.5))
     norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
     for ax, mat, title, fmt in ((axes[0], conf, "counts", "{:d}"),
@@ -71,13 +73,13 @@ def plot_confusion(conf: np.ndarray, names: list[str], path: Path, dpi: int) -> 
                 v = mat[i, j]
                 ax.text(j, i, fmt.format(int(v) if fmt == "{:d}" else v), ha="center", va="center", fontsize=7,
                         color="white" if (v > 0.6 * hi) else "black")
-    _save(fig, path, dpi)
+    save_png(fig, path, dpi)
 
 
 def plot_grid(images: np.ndarray, titles: list[str], path: Path, dpi: int, cols: int = 8) -> None:
     """Images in a grid with a title above each: one mosaic in one axes (a subplot per image costs
     matplotlib ~0.1 s each); grayscale images keep their own contrast, as imshow would give them."""
-    plt = _plt()
+    plt = pyplot()
     n, (h, w, c) = len(images), (images.shape[1:] if len(images) else (8, 8, 1))
     rows, band, gap = max(-(-n // cols), 1), max(h // 3, 4), max(w // 10, 1)
     cell_h, cell_w = band + h + gap, w + gap
@@ -96,7 +98,7 @@ def plot_grid(images: np.ndarray, titles: list[str], path: Path, dpi: int, cols:
         r, k = divmod(i, cols)
         ax.text(k * cell_w + w / 2, r * cell_h + band - 0.5, title, ha="center", va="bottom", fontsize=6.5)
     ax.axis("off")
-    _save(fig, path, dpi)
+    save_png(fig, path, dpi)
 
 
 def plot_cv_vs_lb(history: dict, path: Path, dpi: int) -> int:
@@ -109,7 +111,7 @@ def plot_cv_vs_lb(history: dict, path: Path, dpi: int) -> int:
               and (h.get("public_score") is not None or h.get("local_score") is not None)]
     if not points:
         return 0
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for kaggle, marker, label in ((True, "o", "Kaggle public score"), (False, "s", "local score (solution file)")):
         pts = [(x, y) for x, y, k in points if k == kaggle]
@@ -123,5 +125,59 @@ def plot_cv_vs_lb(history: dict, path: Path, dpi: int) -> int:
     ax.set_title("CV against LB, every submission file")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path, dpi)
+    save_png(fig, path, dpi)
     return len(points)
+
+
+def plot_filters(weights: np.ndarray, path: Path, dpi: int, most: int = 64) -> None:
+    """The first convolution's filters `[out, in, kh, kw]`: RGB where it reads 3 channels, else the
+    mean over its input channels in grey; each filter stretched to its own range."""
+    plt = pyplot()
+    w = weights[:most]
+    w = w.transpose(0, 2, 3, 1) if w.shape[1] == 3 else w.mean(1, keepdims=True).transpose(0, 2, 3, 1)
+    lo, hi = w.min((1, 2, 3), keepdims=True), w.max((1, 2, 3), keepdims=True)
+    w = (w - lo) / np.maximum(hi - lo, 1e-12)
+    cols = min(16, len(w))
+    rows = -(-len(w) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.7, rows * 0.7 + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(w):
+            ax.imshow(w[i].squeeze(-1) if w.shape[-1] == 1 else w[i], cmap="gray", interpolation="nearest")
+    fig.suptitle(f"first convolution: {len(weights)} filters of {weights.shape[2]}x{weights.shape[3]}"
+                 + (f" (first {most})" if len(weights) > most else ""), fontsize=9)
+    save_png(fig, path, dpi)
+
+
+def plot_activations(image: np.ndarray, maps: list[tuple[str, np.ndarray]], path: Path, dpi: int,
+                     channels: int = 8) -> None:
+    """One image and the first `channels` feature maps `[C, H, W]` of each named layer, a row each."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(maps) + 1, channels, figsize=(channels * 1.1, (len(maps) + 1) * 1.25),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
+    axes[0, 0].set_title("input", fontsize=7)
+    for r, (name, fmap) in enumerate(maps, start=1):
+        for c in range(min(channels, len(fmap))):
+            axes[r, c].imshow(fmap[c], cmap="viridis", interpolation="nearest")
+        axes[r, 0].set_title(f"{name} {tuple(fmap.shape)}", fontsize=7, loc="left")
+    save_png(fig, path, dpi)
+
+
+def plot_embedding(xy: np.ndarray, labels: np.ndarray, names: list[str], path: Path, dpi: int, title: str) -> None:
+    """A 2-D embedding, one colour per class (a legend up to 20 classes)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    for k, name in enumerate(names):
+        pts = xy[labels == k]
+        if len(pts):
+            ax.scatter(pts[:, 0], pts[:, 1], s=6, color=cmap(k % cmap.N), label=name, alpha=0.75)
+    if len(names) <= 20:
+        ax.legend(markerscale=2.5, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    save_png(fig, path, dpi)

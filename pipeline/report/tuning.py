@@ -10,62 +10,53 @@ confirmation against the current params); nothing before a tuning run.
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
 from pathlib import Path
 
 import pandas as pd
+
+from pipeline.report.content import Block, Figure, Heading, Table, Text, not_applicable
 
 TITLES = {"history": "Optimization history", "importances": "Parameter importances (fANOVA)",
           "intermediate": "Validation score per epoch (pruned trials stop early)",
           "confirmation": "Confirmation on folds no trial saw"}
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" id="tune-{path.stem}">'
-
-
-def _table(rows: list[dict], table_id: str) -> str:
-    return pd.DataFrame(rows).to_html(index=False, table_id=table_id, border=0, classes="t", escape=True,
-                                      float_format=lambda v: f"{v:.4f}")
-
-
-def calibration_section(metrics: dict, label_smoothing: float | None) -> list[str]:
+def calibration_section(metrics: dict, label_smoothing: float | None) -> list[Block]:
     c = metrics.get("calibration")
     if not c:
-        return []
+        return not_applicable("Calibration", "Not recorded in metrics.json (an ensemble stage before calibration).",
+                              "calibration")
     smoothing = f" Trained with label smoothing {label_smoothing}." if label_smoothing is not None else ""
     if not c.get("applies"):
-        return [f"<h2>Calibration</h2><p id=calibration class=muted>Not fitted: {html.escape(c['why'])}."
-                f"{smoothing}</p>"]
-    rows = [{"": "uncalibrated", f"OOF {metrics['metric']}": c.get("oof_score_uncalibrated")},
-            {"": "temperature, cross-fitted by fold", f"OOF {metrics['metric']}": c.get("oof_score_cross_fitted")}]
-    return ["<h2>Calibration</h2><p id=calibration>Temperature scaling of the ensemble's probabilities, judged "
-            "out of fold (each fold's rows scaled by a temperature fitted on the other folds): "
-            f"{'kept' if c['kept'] else 'not kept'} ({html.escape(c['why'])}); exported temperature "
-            f"{c['temperature']:.3f}.{smoothing}</p>" + _table([r for r in rows if r[f"OOF {metrics['metric']}"]
-                                                                 is not None], "calibration-table")]
+        return not_applicable("Calibration", f"Not fitted: {c['why']}.{smoothing}", "calibration")
+    key = f"OOF {metrics['metric']}"
+    rows = [{"": "uncalibrated", key: c.get("oof_score_uncalibrated")},
+            {"": "temperature, cross-fitted by fold", key: c.get("oof_score_cross_fitted")}]
+    return [Heading("Calibration"),
+            Text("Temperature scaling of the ensemble's probabilities, judged out of fold (each fold's rows scaled by "
+                 f"a temperature fitted on the other folds): {'kept' if c['kept'] else 'not kept'} ({c['why']}); "
+                 f"exported temperature {c['temperature']:.3f}.{smoothing}", id="calibration"),
+            Table(pd.DataFrame([r for r in rows if r[key] is not None]), "calibration-table")]
 
 
-def tuning_section(folder: Path) -> list[str]:
+def tuning_section(folder: Path) -> list[Block]:
     path = folder / "summary.json"
     if not path.exists():
-        return []
+        return not_applicable("Tuning", "No tuning run: `foldwise tune` writes tune/report/summary.json.", "tuning")
     summary = json.loads(path.read_text())
     s, c = summary["search"], summary.get("confirmation")
-    text = (f"<h2>Tuning</h2><p id=tuning>foldwise tune: study '{html.escape(s['study'])}', {s['finished']} "
-            f"finished trials ({s['pruned']} pruned), {html.escape(s['sampler'])} sampler, {html.escape(s['pruner'])} "
-            f"pruner; best {html.escape(s['metric'])} {s['best_value']:.4f} on fold(s) "
+    text = (f"foldwise tune: study '{s['study']}', {s['finished']} finished trials ({s['pruned']} pruned), "
+            f"{s['sampler']} sampler, {s['pruner']} pruner; best {s['metric']} {s['best_value']:.4f} on fold(s) "
             f"{', '.join(map(str, s['folds']))} (trial {s['best_trial']}; chosen on those rows, so biased upward).")
     if c:
         text += (f" Confirmation on fold(s) {', '.join(map(str, c['folds']))}, which no trial trained or was judged "
-                 f"on: pooled OOF {html.escape(c['metric'])} tuned {c['tuned']['oof']['score']:.4f}, current "
-                 f"{c['current']['oof']['score']:.4f}: <b>{html.escape(c['winner'])} params win</b>.")
-    parts = [text + "</p>", _table([{"param": k, "best": str(v)} for k, v in s["best_params"].items()],
-                                   "tuned-params")]
+                 f"on: pooled OOF {c['metric']} tuned {c['tuned']['oof']['score']:.4f}, current "
+                 f"{c['current']['oof']['score']:.4f}: {c['winner']} params win.")
+    blocks: list[Block] = [Heading("Tuning"), Text(text, id="tuning"),
+                           Table(pd.DataFrame([{"param": k, "best": str(v)} for k, v in s["best_params"].items()]),
+                                 "tuned-params")]
     for name, file in summary.get("figures", {}).items():
         if (folder / file).exists():
-            parts.append(f"<h3>{html.escape(TITLES.get(name, name))}</h3>" + _img(folder / file, name))
-    return ["".join(parts)]
+            blocks += [Heading(TITLES.get(name, name), 3), Figure(folder / file, name, id=f"tune-{Path(file).stem}")]
+    return blocks

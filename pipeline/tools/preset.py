@@ -47,9 +47,19 @@ def apply_preset(preset: Path, params: Path = Path("params.yaml")) -> list[str]:
         raise UserError(f"{preset}: not valid YAML ({first_line(exc, 10_000)})") from None
     if not isinstance(overlay, dict):
         raise UserError(f"{preset}: expected a mapping of params sections")
-    _merge(base, overlay, str(preset))
+    write_text(params, merged(base, overlay, str(preset), f"{params} + {preset}", yaml))
+    return [f"{s}.{k}" for s, keys in overlay.items() for k in (keys or {})]
+
+
+def merged(base, overlay: dict, src: str, what: str, yaml: YAML | None = None) -> str:
+    """params.yaml's text with `overlay`'s keys set (comments and order kept), validated as `what`."""
+    if yaml is None:
+        yaml = YAML()
+        yaml.preserve_quotes = True
+    if isinstance(base, str):
+        base = yaml.load(base)
+    _merge(base, overlay, src)
     buf = io.StringIO()
     yaml.dump(base, buf)
-    validate_all(buf.getvalue(), f"{params} + {preset}")
-    write_text(params, buf.getvalue())
-    return [f"{s}.{k}" for s, keys in overlay.items() for k in (keys or {})]
+    validate_all(buf.getvalue(), what)
+    return buf.getvalue()

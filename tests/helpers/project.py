@@ -15,7 +15,7 @@ import yaml
 from helpers.cli import BIN, ROOT
 
 PROJECT_FILES = [".dvc/config", ".dvc/.gitignore", ".dvcignore", "dvc.yaml", "params.yaml", "pipeline", "serve",
-                 "tune/report/README.md"]
+                 "tune/report/README.md", "ladder/README.md"]
 
 
 def dvc(project: Path, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:

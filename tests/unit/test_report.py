@@ -202,7 +202,7 @@ def test_plot_cv_vs_lb_writes_nothing_without_points(tmp_path: Path) -> None:
     ({"dpi": 49}, "report.dpi: must be 50-400, got 49"),
     ({"dpi": 401}, "report.dpi: must be 50-400, got 401"),
     ({"dpi": 110.5}, "report.dpi: must be an integer, got 110.5"),
-    ({"grid": 4}, "report.grid: unknown key (known: grid_images, dpi)"),
+    ({"grid": 4}, "report.grid: unknown key (known: grid_images, dpi, embedding, embedding_rows)"),
 ])
 def test_invalid_report_params_fail_in_one_line_naming_the_key(values: dict, needle: str) -> None:
     with pytest.raises(UserError) as exc:

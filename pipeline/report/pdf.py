@@ -1,0 +1,158 @@
+"""reports/report.pdf from the report's blocks (fpdf2: pure Python, no browser or system package).
+
+    write_pdf(blocks, Path("reports/report.pdf"), "foldwise report")
+
+A title page with the run's key figures, a table of contents (each section's page, also as the
+PDF's outline), then every section with every figure and table; page numbers in the footer. Text
+is set in DejaVu Sans, the font matplotlib ships (so →, ±, Δ and ✔ print on any machine).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipeline.report.content import Block, Code, Figure, Heading, Kpis, Table, Text
+from serve.atomic import atomic_path
+
+_logger = logging.getLogger(__name__)
+GREY, BLACK = (110, 110, 110), (34, 34, 34)
+
+
+def _fonts() -> dict[str, Path]:
+    import matplotlib
+
+    ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    return {"": ttf / "DejaVuSans.ttf", "B": ttf / "DejaVuSans-Bold.ttf", "mono": ttf / "DejaVuSansMono.ttf"}
+
+
+def _document(title: str):
+    from fpdf import FPDF
+
+    class Report(FPDF):
+        def footer(self) -> None:
+            self.set_y(-12)
+            self.set_font("dejavu", size=8)
+            self.set_text_color(*GREY)
+            self.cell(0, 8, f"{title} · page {self.page_no()} of {{nb}}", align="C")
+
+    pdf = Report(format="A4")
+    fonts = _fonts()
+    pdf.add_font("dejavu", "", fonts[""])
+    pdf.add_font("dejavu", "B", fonts["B"])
+    pdf.add_font("dejavumono", "", fonts["mono"])
+    pdf.set_auto_page_break(True, margin=16)
+    pdf.set_title(title)
+    pdf.set_creator("foldwise")
+    return pdf
+
+
+def _toc(pdf, outline) -> None:
+    pdf.set_font("dejavu", "B", 16)
+    pdf.cell(0, 12, "Contents", new_x="LMARGIN", new_y="NEXT")
+    for section in outline:
+        pdf.set_font("dejavu", "B" if section.level == 0 else "", 10 if section.level == 0 else 9)
+        indent = 6 * section.level
+        pdf.set_x(pdf.l_margin + indent)
+        link = pdf.add_link(page=section.page_number)
+        pdf.cell(pdf.epw - indent - 14, 6, section.name, link=link)
+        pdf.cell(14, 6, str(section.page_number), align="R", new_x="LMARGIN", new_y="NEXT", link=link)
+
+
+def _figure(pdf, block: Figure) -> None:
+    from PIL import Image
+
+    with Image.open(block.path) as im:
+        w_px, h_px = im.size
+    w = pdf.epw
+    h = w * h_px / w_px
+    room = pdf.eph - 10
+    if h > room:  # taller than a page: scale to fit
+        w, h = w * room / h, room
+    if pdf.get_y() + h > pdf.page_break_trigger:
+        pdf.add_page()
+    pdf.image(str(block.path), x=pdf.l_margin + (pdf.epw - w) / 2, w=w, h=h, alt_text=block.alt)
+    pdf.ln(3)
+
+
+def _table(pdf, block: Table) -> None:
+    columns, rows = block.cells()
+    if not columns:
+        return
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    widths = [min(max(w, 5, max(map(len, c.split())) + 1), 40) for w, c in zip(widths, columns)]
+    size = 8 if sum(widths) < 110 else 6.5
+    pdf.set_font("dejavu", size=size)
+    pdf.set_text_color(*BLACK)
+    with pdf.table(col_widths=widths, text_align="RIGHT", line_height=size * 0.5, first_row_as_headings=True,
+                   headings_style=_headings_style(), padding=0.8, width=min(pdf.epw, 2.2 * sum(widths))) as t:
+        for row in [columns, *rows]:
+            cells = t.row()
+            for value in row:
+                cells.cell(value)
+    pdf.ln(3)
+
+
+def _headings_style():
+    from fpdf.fonts import FontFace
+
+    return FontFace(emphasis="BOLD", fill_color=(240, 240, 240))
+
+
+def _block(pdf, block: Block) -> None:
+    if isinstance(block, Heading):
+        if pdf.get_y() > pdf.page_break_trigger - 45:  # no heading alone at the foot of a page
+            pdf.add_page()
+        pdf.start_section(block.text, level=0 if block.level <= 2 else 1)
+        pdf.set_font("dejavu", "B", 14 if block.level <= 2 else 11)
+        pdf.set_text_color(*BLACK)
+        pdf.ln(2)
+        pdf.multi_cell(0, 7, block.text, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(1)
+    elif isinstance(block, Text):
+        pdf.set_font("dejavu", size=9)
+        pdf.set_text_color(*(GREY if block.muted else BLACK))
+        pdf.multi_cell(0, 4.6, block.text, align="L", new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(2)
+    elif isinstance(block, Figure):
+        _figure(pdf, block)
+    elif isinstance(block, Table):
+        _table(pdf, block)
+    elif isinstance(block, Kpis):
+        _table(pdf, Table(_kpi_frame(block), "kpis"))
+    elif isinstance(block, Code):
+        pdf.set_font("dejavumono", size=6.5)
+        pdf.set_text_color(*BLACK)
+        pdf.multi_cell(0, 3.1, block.text, new_x="LMARGIN", new_y="NEXT")
+
+
+def _kpi_frame(block: Kpis):
+    import pandas as pd
+
+    return pd.DataFrame({"key figure": [k for k, _ in block.items], "value": [v for _, v in block.items]})
+
+
+def write_pdf(blocks: list[Block], path: Path, title: str) -> Path:
+    """Title page (what comes before the first section: its text and the key figures), contents,
+    then every section; written atomically."""
+    first = next((i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.level >= 2), len(blocks))
+    front, body = blocks[:first], blocks[first:]
+    subtitle = " ".join(b.text for b in front if isinstance(b, Text))
+    pdf = _document(title)
+    pdf.add_page()
+    pdf.set_font("dejavu", "B", 24)
+    pdf.ln(30)
+    pdf.cell(0, 14, title, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("dejavu", size=11)
+    pdf.set_text_color(*GREY)
+    pdf.multi_cell(0, 6, subtitle, new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(8)
+    for block in front:
+        if isinstance(block, Kpis):
+            _block(pdf, block)
+    pdf.insert_toc_placeholder(_toc, pages=1, allow_extra_pages=True)
+    for block in body:
+        _block(pdf, block)
+    with atomic_path(path) as tmp:
+        pdf.output(str(tmp))
+    _logger.info("wrote %s (%d pages)", path, pdf.pages_count)
+    return path
