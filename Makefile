@@ -30,17 +30,18 @@ $(VENV)/.installed-test: pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check --no-compile -q -e '.[dev,ray]'
 	touch $@ $(VENV)/.installed
 
-# The report test drives Debian's headless Chromium through chromedriver. Install both when
-# missing and we may (root or password-less sudo, apt-get present); otherwise say what to install.
+# The report tests drive Debian's headless Chromium through chromedriver and render every page of
+# reports/report.pdf with poppler's pdftoppm. Install what is missing when we may (root or
+# password-less sudo, apt-get present); otherwise say what to install.
 browser:
-	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1; then :; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "make: no chromium/chromedriver and no apt-get: install Chromium and its driver for the report test" >&2; \
+	  echo "make: no chromium/chromedriver/pdftoppm and no apt-get: install Chromium, its driver and poppler-utils for the report tests" >&2; \
 	else \
 	  if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-	  else echo "make: chromium/chromedriver missing; run as root: apt-get install chromium chromium-driver" >&2; exit 0; fi; \
-	  echo "make: installing Debian's chromium and chromium-driver (for the report test; about a minute)"; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "make: chromium/chromedriver/pdftoppm missing; run as root: apt-get install chromium chromium-driver poppler-utils" >&2; exit 0; fi; \
+	  echo "make: installing Debian's chromium, chromium-driver and poppler-utils (for the report tests; about a minute)"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver poppler-utils >/dev/null; \
 	fi
 
 run: setup

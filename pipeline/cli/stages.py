@@ -105,10 +105,10 @@ def submit(dry_run: bool = typer.Option(False, "--dry-run",
 
 @app.command(rich_help_panel=PANEL)
 def report() -> None:
-    """Stage report: reports/index.html (self-contained: curves, fold table, confusion matrix, image grids,
-    export deltas, throughput, submission, environment) and its PNGs.
+    """Stage report: reports/index.html (self-contained), reports/report.pdf and reports/report.ipynb from
+    the same sections (curves, folds, ladder, what the network learned, confusion, grids, export, ...).
 
-    Example: foldwise report && xdg-open reports/index.html
+    Example: foldwise report && xdg-open reports/report.pdf
     """
     from pipeline.stages.report import main as stage
     stage()

@@ -47,6 +47,8 @@ def _document(title: str):
 
 
 def _toc(pdf, outline) -> None:
+    pdf.set_xy(pdf.l_margin, pdf.t_margin)
+    pdf.set_text_color(*BLACK)
     pdf.set_font("dejavu", "B", 16)
     pdf.cell(0, 12, "Contents", new_x="LMARGIN", new_y="NEXT")
     for section in outline:
@@ -79,7 +81,7 @@ def _table(pdf, block: Table) -> None:
     if not columns:
         return
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-    widths = [min(max(w, 5, max(map(len, c.split())) + 1), 40) for w, c in zip(widths, columns)]
+    widths = [min(max(w, 5, max(map(len, c.split()), default=0) + 1), 40) for w, c in zip(widths, columns)]
     size = 8 if sum(widths) < 110 else 6.5
     pdf.set_font("dejavu", size=size)
     pdf.set_text_color(*BLACK)
@@ -149,6 +151,7 @@ def write_pdf(blocks: list[Block], path: Path, title: str) -> Path:
     for block in front:
         if isinstance(block, Kpis):
             _block(pdf, block)
+    pdf.add_page()
     pdf.insert_toc_placeholder(_toc, pages=1, allow_extra_pages=True)
     for block in body:
         _block(pdf, block)

@@ -1,12 +1,12 @@
 """The report's calibration and tuning sections.
 
-    sections = calibration_section(metrics, train_params) + tuning_section(Path("tune/report"))
+    blocks = calibration_section(metrics, label_smoothing) + tuning_section(Path("tune/report"))
 
 Calibration: the ensemble stage's decision (pipeline/evaluation/calibration.py): the OOF score
 without and with a cross-fitted temperature, the temperature exported and the label smoothing
 trained with. Tuning: what `foldwise tune` left in tune/report/ (summary.json and Optuna's plots:
 optimization history, parameter importances, per-epoch values with the pruned trials, the
-confirmation against the current params); nothing before a tuning run.
+confirmation against the current params); one line saying so before a tuning run.
 """
 from __future__ import annotations
 

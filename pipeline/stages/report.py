@@ -1,5 +1,6 @@
-"""Stage `report`: reports/index.html, one self-contained page with every plot and metric of the
-run, its PNGs and reports/oof_predictions.csv (pipeline/report/page.py lists the sections).
+"""Stage `report`: reports/index.html (one self-contained page), reports/report.pdf and
+reports/report.ipynb with every plot and metric of the run, its PNGs and
+reports/oof_predictions.csv (pipeline/report/sections.py lists the sections).
 
     python -m pipeline.stages.report        # what dvc.yaml runs; by hand: foldwise report
 """

@@ -21,6 +21,7 @@ import yaml
 from helpers.cli import BIN, run_cli
 from helpers.competitions import LAYOUT, METRIC, SHAPES, build
 from helpers.project import make_project
+from helpers.report_files import check_pdf
 
 pytestmark = pytest.mark.e2e
 CHANCE = {"digits": 0.1, "cifar": 0.1, "cactus": 0.5, "seedlings": 0.1, "breeds": float(np.log(10))}
@@ -92,7 +93,7 @@ def test_init_detects_the_layout_and_repro_runs_end_to_end(competitions, shape: 
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_submission_is_valid_and_scores_well_above_chance(competitions, shape: str) -> None:
+def test_submission_is_valid_and_scores_well_above_chance(competitions, shape: str, tmp_path: Path) -> None:
     c = competitions[shape]
     assert c["returncode"] == 0, c["log"][-4000:]
     proj = c["project"]
@@ -114,6 +115,8 @@ def test_submission_is_valid_and_scores_well_above_chance(competitions, shape: s
     if METRIC[shape] != "accuracy":  # the report, where its metric-specific parts run
         page = (proj / "reports/index.html").read_text()
         assert f"OOF {METRIC[shape]}" in page or "OOF log-loss" in page, page[:2000]
+        text = check_pdf(proj / "reports", tmp_path)  # the PDF too, for this layout, metric and image kind
+        assert "What the network learned" in text and "Penultimate features in 2-D" in text
 
 
 def test_classes_are_written_back_as_the_competition_spells_them(competitions) -> None:

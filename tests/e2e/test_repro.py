@@ -6,6 +6,7 @@ Checks the submission, the metrics, the ONNX parity record and the receipt, then
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ from helpers.imports import module_file, stage_modules
 from helpers.kaggle_emulator import KaggleEmulator
 from helpers.kaggle_project import clean_env, no_key, set_params, solution
 from helpers.project import dvc, make_project
+from helpers.report_files import check_pdf, html_figures, run_notebook
 from pipeline.evaluation.confidence import wilson
 
 pytestmark = pytest.mark.e2e
@@ -247,10 +249,31 @@ def test_report_opens_in_headless_chromium(repro, tmp_path_factory) -> None:
         browser.quit()
     assert len(images) >= 4, images
     assert all(done and width > 0 for _, done, width in images), images
-    assert {"curves", "confusion", "misclassified", "least_confident_correct"} <= {i for i, _, _ in images}
+    assert {"curves", "confusion", "misclassified", "least_confident_correct", "filters", "activations",
+            "embedding"} <= {i for i, _, _ in images}
     assert has[0] and has[1] and has[2] == 2, has
     assert not errors, errors
     assert shot.stat().st_size > 10_000
+
+
+def test_the_pdf_holds_every_figure_of_the_page_and_the_key_numbers(repro, tmp_path: Path) -> None:
+    """reports/report.pdf: every page parsed and rendered, as many images as index.html, the OOF
+    score, each fold's row of the fold table and every section's heading in its contents."""
+    project, _, _ = repro
+    text = check_pdf(project / "reports", tmp_path)
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert f"OOF accuracy {metrics['oof_accuracy']:.4f}" in text
+    for k, fold in metrics["folds"].items():
+        assert re.search(rf"^{k} {k} \d+ {fold['accuracy']:.4f} {fold['logloss']:.4f}", text, re.M), text[:3000]
+    for heading in ("Training curves", "Folds", "What the network learned", "Confusion matrix (OOF)", "Export",
+                    "The ladder: baseline to CNN", "Environment"):
+        assert heading in text
+    assert "No ladder yet: `foldwise ladder`" in text          # a section that does not apply says so
+
+
+def test_the_notebook_redraws_every_figure_in_a_fresh_kernel(repro) -> None:
+    project, _, _ = repro
+    assert run_notebook(project / "reports") >= len(html_figures(project / "reports"))
 
 
 def test_report_params_rebuild_only_the_report(repro) -> None:
