@@ -16,18 +16,20 @@ BIN := $(VENV)/bin
 # every file of torch, ray and the rest at install time (most are never imported here).
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins torch and torchvision to the files on the build machines' disk (pyproject.toml
+# only gives the supported range, so foldwise installs beside a user's own torch).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check --no-compile -q -e .
+	$(BIN)/pip install --disable-pip-version-check --no-compile -q -c constraints.txt -e .
 	touch $@
 
 # The tests also need the optional Ray extra (parallel folds, distributed inference on a local cluster):
 # one install of both (one dependency resolution), which also satisfies `setup`.
 setup-test: $(VENV)/.installed-test
 
-$(VENV)/.installed-test: pyproject.toml
+$(VENV)/.installed-test: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check --no-compile -q -e '.[dev,ray]'
+	$(BIN)/pip install --disable-pip-version-check --no-compile -q -c constraints.txt -e '.[dev,ray]'
 	touch $@ $(VENV)/.installed
 
 # The report tests drive Debian's headless Chromium through chromedriver and render every page of

@@ -37,7 +37,7 @@ from pipeline.training.params import TrainParams
 _logger = logging.getLogger(__name__)
 
 
-def _timed_steps(setup: TrainingSetup, batches, params: TrainParams, device: torch.device, steps: int) -> float:
+def timed_steps(setup: TrainingSetup, batches, params: TrainParams, device: torch.device, steps: int) -> float:
     """images/s of `steps` train steps over `batches` (an iterable of (x, y))."""
     setup.net.train()
     images, t0 = 0, time.perf_counter()
@@ -103,14 +103,14 @@ def bench_train(steps: int = 40, fold: int = 0, warmup: int = 3, rounds: int = 2
             break
     fwd_flops, train_flops = train_flops_per_image(loop_setup, *premade[0], device)
     for setup in setups.values():
-        _timed_steps(setup, iter(premade[:warmup]), params, device, warmup)
+        timed_steps(setup, iter(premade[:warmup]), params, device, warmup)
     rates: dict[str, list[float]] = {"loop": [], **{name: [] for name in setups}}
     for r in range(rounds):  # interleave, alternating the order, so drift in load hits every side alike
         loop_setup.sampler.set_epoch(2 + r)
         jobs = [("loop", loop_setup, lambda: iter(loop_setup.loader))]
         jobs += [(name, setup, lambda: iter(premade)) for name, setup in setups.items()]
         for name, setup, batches in (jobs if r % 2 == 0 else jobs[::-1]):
-            rates[name].append(_timed_steps(setup, batches(), params, device, steps))
+            rates[name].append(timed_steps(setup, batches(), params, device, steps))
     med = {name: float(np.median(v)) for name, v in rates.items()}
     result = {"model": params.model, "batch_size": params.batch_size, "num_workers": params.num_workers,
               "steps": steps, "rounds": rounds, "threads": torch.get_num_threads(), "device": str(device),
@@ -141,7 +141,7 @@ def bench_fold(against: Path, steps: int = 40, fold: int = 0, rounds: int = 3, e
     for name, p in sides.items():
         seed_everything(0)
         setups[name] = TrainingSetup.create(p, meta, images, labels, rows, device, seed=0)
-        _timed_steps(setups[name], iter(setups[name].loader), p, device, 3)
+        timed_steps(setups[name], iter(setups[name].loader), p, device, 3)
     train_rates: dict[str, list[float]] = {name: [] for name in sides}
     eval_rates: dict[str, list[float]] = {name: [] for name in sides}
     x_val = images[val[:eval_images]]
@@ -149,7 +149,7 @@ def bench_fold(against: Path, steps: int = 40, fold: int = 0, rounds: int = 3, e
         for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
             s, p = setups[name], sides[name]
             s.sampler.set_epoch(r + 1)
-            train_rates[name].append(_timed_steps(s, iter(s.loader), p, device, steps))
+            train_rates[name].append(timed_steps(s, iter(s.loader), p, device, steps))
             t0 = time.perf_counter()
             predict_probs(s.run.model, x_val, device, channels_last=s.channels_last, amp_dtype=s.amp_dtype)
             eval_rates[name].append(len(x_val) / (time.perf_counter() - t0))

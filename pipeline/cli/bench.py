@@ -2,6 +2,7 @@
 
     foldwise bench train
     foldwise bench infer --batch 512
+    foldwise bench gpu --out bench
 """
 from __future__ import annotations
 
@@ -227,6 +228,31 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
                    f"end {k['rss_end_mib']:.0f}, "
                    f"max {k['rss_max_mib']:.0f}; growth after warm-up {k['growth_after_warmup_mib']:+.1f} MiB")
         typer.echo("RSS samples (s, MiB): " + " ".join(f"{t:.0f}:{m:.0f}" for t, m in k["samples"]))
+
+
+@bench_app.command("gpu")
+def bench_gpu(device: str = typer.Option("cuda", help="cuda (the check) or cpu (the same steps, smaller)."),
+              steps: int = typer.Option(200, min=1, help="Train steps measured per setting."),
+              batch_size: int | None = typer.Option(None, min=1, help="Train batch [default: the preset's]."),
+              infer_batch: int = typer.Option(256, min=1, help="onnxruntime's batch."),
+              out: Path = typer.Option(paths.BENCH, help="Folder of gpu.json (and gpu-work/)."),
+              preset: Path = typer.Option(Path("presets/full.yaml"), help="Preset whose `train` is measured."),
+              compile_: bool | None = typer.Option(None, "--compile/--no-compile",
+                                                   help="Also measure torch.compile [default: on CUDA only].")) -> None:
+    """Training, kill-and-resume, export and inference on CUDA against the device's bf16 matmul rate: one JSON.
+
+    Needs no DVC, kaggle package or network; `python -m pipeline.bench.gpu` runs it from a source tree.
+
+    Example: foldwise bench gpu --out bench
+    """
+    from pipeline.bench.gpu import run, table
+
+    result = run(device, steps, batch_size, out, preset, compile_, infer_batch)
+    for line in table(result):
+        typer.echo(line)
+    typer.echo(f"wrote {out / 'gpu.json'}")
+    if not result["passed"]:
+        raise typer.Exit(1)
 
 
 @bench_app.command("results")

@@ -110,6 +110,22 @@ def tune(n_trials: int | None = typer.Option(None, help="Finished trials the stu
 
 
 @app.command(rich_help_panel=PANEL)
+def doctor() -> None:
+    """What this machine has for foldwise (Python, torch and CUDA, GPUs, onnxruntime's providers, bf16/VNNI,
+    DVC, Kaggle credentials), each with what to do when missing. Exit 0 when the default pipeline can run.
+
+    Example: foldwise doctor
+    """
+    from pipeline.tools.doctor import lines, run_checks
+
+    checks = run_checks()
+    for line in lines(checks):
+        typer.echo(line)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command(rich_help_panel=PANEL)
 def ladder(rungs: str = typer.Option("linear,mlp,cnn,weight_decay,dropout,augment,early_stopping,default",
                                      help="Comma-separated rungs, in order (pipeline/tools/ladder.py lists them)."),
            folds: str = typer.Option("0", help="Comma-separated folds each rung trains (and is scored on)."),

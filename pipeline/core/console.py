@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.core.versions import check_installed
 from serve.errors import UserError
 from serve.logs import setup_logging
 
@@ -28,6 +29,7 @@ def configure(quiet: bool = False, verbose: bool = False) -> None:
     if quiet:
         os.environ[QUIET_ENV] = "1"
     setup_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    check_installed()  # a warning line for a torch (or Python, ...) outside the supported range
 
 
 def quiet() -> bool:

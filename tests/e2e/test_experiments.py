@@ -70,3 +70,11 @@ def test_the_report_draws_the_ladder(ladder, tmp_path) -> None:
     assert [r[0] for r in rows] == ["linear", "default"] and "95% CI" in columns and "params" in columns
     assert {b.path.name for b in blocks if isinstance(b, Figure)} == {"ladder_scores.png", "ladder_curves.png"}
     assert all((tmp_path / f).stat().st_size > 5000 for f in ("ladder_scores.png", "ladder_curves.png"))
+
+
+def test_a_bad_ladder_option_is_one_line_and_exit_2(ladder) -> None:
+    project, params, _ = ladder
+    result = run_cli("ladder", "--folds", "a,b", cwd=project)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert result.stderr.strip() == "error: --folds: expected comma-separated fold numbers, got 'a,b'"
+    assert (project / "params.yaml").read_bytes() == params
