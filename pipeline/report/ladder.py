@@ -36,6 +36,21 @@ def ladder_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def remedy_notes(summary: dict) -> list[str]:
+    """One sentence per rung after the first: what it changed in score (and whether the two 95%
+    intervals overlap, in which case these rows cannot tell them apart), in the train-validation gap
+    and in training time."""
+    notes, rungs = [], summary["rungs"]
+    for prev, r in zip(rungs, rungs[1:]):
+        overlap = r["ci"][0] <= prev["ci"][1] and prev["ci"][0] <= r["ci"][1]
+        time_ratio = r["train_seconds"] / prev["train_seconds"] if prev["train_seconds"] else float("nan")
+        noise = "the intervals overlap: within noise on these rows" if overlap else "outside the other interval"
+        notes.append(f"{r['name']} ({r['adds']}): {100 * (r['score'] - prev['score']):+.2f} pts {r['metric']} against "
+                     f"{prev['name']} ({noise}); train-validation gap {100 * prev['gap']:+.2f} -> "
+                     f"{100 * r['gap']:+.2f} pts; {time_ratio:.1f}x the training time.")
+    return notes
+
+
 def plot_scores(summary: dict, path: Path, dpi: int) -> None:
     plt = pyplot()
     rungs = summary["rungs"]
@@ -91,6 +106,7 @@ def ladder_section(folder: Path, out: Path, dpi: int) -> list[Block]:
              f"rung, never trained on), measured {summary.get('time', '')} on {summary.get('cpu', '')}. Each rung is "
              "a DVC experiment (dvc exp show; foldwise compare).", id="ladder"),
         Table(ladder_table(summary), "ladder-table"),
+        *[Text(note) for note in remedy_notes(summary)],
         Figure(out / "ladder_scores.png", "ladder scores"),
         Heading("Train against validation, per rung", 3),
         Text("A gap between the dashed (train) and solid (validation) lines that grows with the epochs is "

@@ -60,7 +60,7 @@ def test_compare_lists_the_rungs_with_what_they_changed(ladder) -> None:
 
 
 def test_the_report_draws_the_ladder(ladder, tmp_path) -> None:
-    from pipeline.report.content import Figure, Table
+    from pipeline.report.content import Figure, Table, Text
     from pipeline.report.ladder import ladder_section
 
     project, _, _ = ladder
@@ -70,6 +70,8 @@ def test_the_report_draws_the_ladder(ladder, tmp_path) -> None:
     assert [r[0] for r in rows] == ["linear", "default"] and "95% CI" in columns and "params" in columns
     assert {b.path.name for b in blocks if isinstance(b, Figure)} == {"ladder_scores.png", "ladder_curves.png"}
     assert all((tmp_path / f).stat().st_size > 5000 for f in ("ladder_scores.png", "ladder_curves.png"))
+    notes = [b.text for b in blocks if isinstance(b, Text) and b.text.startswith("default (")]
+    assert len(notes) == 1 and "pts accuracy against linear" in notes[0] and "train-validation gap" in notes[0]
 
 
 def test_a_bad_ladder_option_is_one_line_and_exit_2(ladder) -> None:

@@ -1,7 +1,7 @@
 """Reading a run's report back: reports/report.pdf page by page, reports/report.ipynb executed.
 
     text = check_pdf(project / "reports")          # asserts: as many images as index.html, every page renders
-    images = run_notebook(project / "reports")     # a fresh kernel (nbclient); the PNGs it displayed
+    images = run_notebook(project / "reports")     # a fresh kernel (nbclient), offline; the PNGs it displayed
 """
 from __future__ import annotations
 
@@ -38,12 +38,16 @@ def check_pdf(reports: Path, tmp: Path | None = None) -> str:
 
 
 def run_notebook(reports: Path, timeout: int = 300) -> int:
-    """Execute reports/report.ipynb top to bottom in a fresh kernel from reports/; returns how many
-    PNG images its cells displayed (an error in any cell fails)."""
+    """Execute reports/report.ipynb top to bottom in a fresh kernel from reports/, the internet off
+    (helpers/notebook_runner.py's first cell); returns how many PNG images its cells displayed (an
+    error in any cell fails)."""
     import nbformat
     from nbclient import NotebookClient
 
+    from helpers.notebook_runner import OFFLINE_CELL
+
     nb = nbformat.read(reports / "report.ipynb", as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(OFFLINE_CELL))
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(reports)}}).execute()
     return sum("image/png" in out.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
                for out in cell.get("outputs", []))
