@@ -62,7 +62,7 @@ def kill_and_resume(params: TrainParams, work: Path, steps_per_epoch: int) -> di
         (run_dir / "params.json").write_text(json.dumps({"prepared": str(prepared),
                                                          "params": dataclasses.asdict(params)}))
         runs[name] = run_dir
-    _finish(_worker(runs["straight"]), runs["straight"])
+    straight = _worker(runs["straight"])   # both runs at once: they share nothing but the device
     killed = _worker(runs["killed"])
     ckpt = paths.checkpoint(0, runs["killed"] / "checkpoints")
     deadline = time.monotonic() + 600
@@ -72,6 +72,7 @@ def kill_and_resume(params: TrainParams, work: Path, steps_per_epoch: int) -> di
     killed.wait()
     killed.log.close()  # type: ignore[attr-defined]
     finished_early = paths.FoldFiles(paths.fold_dir(0, runs["killed"] / "folds")).model.exists()
+    _finish(straight, runs["straight"])
     _finish(_worker(runs["killed"]), runs["killed"])
     resumed = "resuming from" in (runs["killed"] / "worker.log").read_text()
     a, b = _weights(runs["straight"]), _weights(runs["killed"])

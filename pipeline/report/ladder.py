@@ -68,24 +68,32 @@ def plot_scores(summary: dict, path: Path, dpi: int) -> None:
     save_png(fig, path, dpi)
 
 
-def plot_rung_curves(summary: dict, folder: Path, path: Path, dpi: int) -> None:
-    """Loss (top) and accuracy (bottom) per epoch, train dashed and validation solid, a column per rung."""
+def plot_rung_curves(summary: dict, folder: Path, path: Path, dpi: int, per_row: int = 4) -> None:
+    """Loss and accuracy per epoch, train dashed and validation solid: a column per rung, `per_row`
+    rungs to a row of the figure (two panels high each)."""
     plt = pyplot()
     rungs = summary["rungs"]
-    fig, axes = plt.subplots(2, len(rungs), figsize=(2.3 * len(rungs) + 1, 4.6), squeeze=False, sharey="row")
+    cols = min(per_row, len(rungs))
+    groups = -(-len(rungs) // cols)
+    fig, axes = plt.subplots(2 * groups, cols, figsize=(3.0 * cols + 0.6, 4.4 * groups), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
     for j, r in enumerate(rungs):
         df = pd.read_csv(folder / r["curves"])
+        g, c = divmod(j, cols)
         for i, what in enumerate(("loss", "accuracy")):
-            ax = axes[i, j]
+            ax = axes[2 * g + i, c]
+            ax.set_visible(True)
             ax.plot(df["epoch"], df[f"train_{what}"], "--", color="C1", label="train")
             ax.plot(df["epoch"], df[f"val_{what}"], "-", color="C0", label="validation")
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
-            if j == 0:
+            if c == 0:
                 ax.set_ylabel(what, fontsize=8)
-        axes[0, j].set_title(r["name"], fontsize=8)
-        axes[1, j].set_xlabel("epoch", fontsize=7)
+        axes[2 * g, c].set_title(r["name"], fontsize=9)
+        axes[2 * g + 1, c].set_xlabel("epoch", fontsize=7)
     axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
     save_png(fig, path, dpi)
 
 

@@ -76,17 +76,41 @@ def _figure(pdf, block: Figure) -> None:
     pdf.ln(3)
 
 
+def _widths(pdf, columns: list[str], rows: list[list[str]], room: float) -> list[float]:
+    """Each column as wide as its header (bold) and longest cell; where that is wider than `room`,
+    the widest columns are capped at one width (water-filling), never below their longest header
+    word or, for columns of single tokens (numbers, names), their longest cell: text wraps at
+    spaces, numbers never."""
+    size, pad = pdf.font_size_pt, 2.5
+    cells = [[pdf.get_string_width(r[i]) for r in rows] for i in range(len(columns))]
+    pdf.set_font("dejavu", "B", size)
+    heads = [pdf.get_string_width(c) for c in columns]
+    words = [max((pdf.get_string_width(w) for w in c.split()), default=0.0) for c in columns]
+    pdf.set_font("dejavu", "", size)
+    natural = [max([h, *c]) + pad for h, c in zip(heads, cells)]
+    floor = [max(w, max(c, default=0.0) if all(" " not in r[i] for r in rows) else 0.0) + pad
+             for i, (w, c) in enumerate(zip(words, cells))]
+    if sum(natural) <= room:
+        return natural
+    lo, hi = 0.0, max(natural)
+    for _ in range(40):
+        cap = (lo + hi) / 2
+        lo, hi = (cap, hi) if sum(max(f, min(w, cap)) for w, f in zip(natural, floor)) < room else (lo, cap)
+    return [max(f, min(w, lo)) for w, f in zip(natural, floor)]
+
+
 def _table(pdf, block: Table) -> None:
     columns, rows = block.cells()
     if not columns:
         return
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-    widths = [min(max(w, 5, max(map(len, c.split()), default=0) + 1), 40) for w, c in zip(widths, columns)]
-    size = 8 if sum(widths) < 110 else 6.5
-    pdf.set_font("dejavu", size=size)
     pdf.set_text_color(*BLACK)
-    with pdf.table(col_widths=widths, text_align="RIGHT", line_height=size * 0.5, first_row_as_headings=True,
-                   headings_style=_headings_style(), padding=0.8, width=min(pdf.epw, 2.2 * sum(widths))) as t:
+    for size in (8.0, 6.5):
+        pdf.set_font("dejavu", size=size)
+        widths = _widths(pdf, columns, rows, pdf.epw)
+        if sum(widths) < pdf.epw - 1:
+            break
+    with pdf.table(col_widths=widths, width=min(sum(widths), pdf.epw), text_align="RIGHT", line_height=size * 0.5,
+                   first_row_as_headings=True, headings_style=_headings_style(), padding=0.8) as t:
         for row in [columns, *rows]:
             cells = t.row()
             for value in row:

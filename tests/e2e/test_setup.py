@@ -1,8 +1,10 @@
-"""The README's commands set the machine up themselves: `make test` installs the browser it needs.
+"""The README's commands set the machine up themselves: `make test` installs the browser and the PDF
+renderer it needs.
 
-`make browser` (a prerequisite of `make test`) is run with a PATH where chromium and chromedriver
-are missing and `apt-get` is a recording stand-in (the system's package manager, not our code):
-it must be asked for Debian's chromium and chromium-driver, as a fresh CI machine needs.
+`make browser` (a prerequisite of `make test`) is run with a PATH where chromium, chromedriver and
+pdftoppm are missing and `apt-get` is a recording stand-in (the system's package manager, not our
+code): it must be asked for Debian's chromium, chromium-driver and poppler-utils, as a fresh CI
+machine needs.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def test_make_test_installs_chromium_when_missing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     if os.geteuid() == 0:
         calls = log.read_text().splitlines()
-        assert calls[0] == "update -qq" and calls[1] == "install -y -qq chromium chromium-driver", calls
-        assert "installing Debian's chromium and chromium-driver" in result.stdout
+        assert calls[0] == "update -qq" and calls[1] == "install -y -qq chromium chromium-driver poppler-utils", calls
+        assert "installing Debian's chromium, chromium-driver and poppler-utils" in result.stdout
     else:
-        assert "chromium/chromedriver missing" in result.stderr or log.exists()
+        assert "chromium/chromedriver/pdftoppm missing" in result.stderr or log.exists()

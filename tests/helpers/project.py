@@ -42,6 +42,7 @@ def make_project(dst: Path, zip_path: Path, **sections) -> Path:
     params["train"].update(folds=[{"fold": 0, "seed": 0}, {"fold": 1, "seed": 1}], epochs=1, model="test_resnet",
                            batch_size=64)
     params["export"].update(parity_rows=64, speed_seconds=0.05, speed_batch=64)  # tiny models: timing needs no more
+    params["report"].update(embedding="pca")  # t-SNE costs ~3 s a report; tests/unit/test_learned.py runs it
     for name, values in sections.items():
         params[name].update(values)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
