@@ -12,6 +12,7 @@ import pytest
 from helpers.cli import ROOT
 from pipeline.evaluation.confidence import score_interval, wilson
 from pipeline.evaluation.metrics import METRICS
+from pipeline.report.ladder import ladder_table, remedy_notes
 from pipeline.tools.ladder import RUNGS, overrides, run_ladder
 from serve.errors import UserError
 
@@ -85,3 +86,17 @@ def test_bad_options_are_refused_before_any_experiment(project: Path, rungs, fol
         run_ladder(rungs, folds, None)
     assert needle in str(err.value)
     assert (project / "params.yaml").read_bytes() == before and not (project / "ladder").exists()
+
+
+def test_each_remedy_is_one_sentence_with_its_interval_verdict() -> None:
+    def rung(name, score, lo, hi, gap, seconds):
+        return {"name": name, "adds": f"+ {name}", "metric": "accuracy", "score": score, "ci": [lo, hi], "gap": gap,
+                "train_seconds": seconds, "params": 10, "flops_per_image": 2e6, "epochs_run": 6, "stopped_early": False}
+    summary = {"rungs": [rung("cnn", 0.930, 0.925, 0.935, 0.020, 100), rung("dropout", 0.932, 0.927, 0.937, 0.010, 110),
+                         rung("augment", 0.950, 0.946, 0.954, 0.005, 120)]}
+    first, second = remedy_notes(summary)
+    assert first.startswith("dropout (+ dropout): +0.20 pts accuracy against cnn (the intervals overlap")
+    assert "gap +2.00 -> +1.00 pts; 1.1x the training time" in first
+    assert "+1.80 pts accuracy against dropout (outside the other interval)" in second
+    table = ladder_table(summary)
+    assert table["Δ vs previous (pts)"].tolist() == ["", "+0.20", "+1.80"] and table["95% CI"][0] == "0.9250-0.9350"
