@@ -129,8 +129,15 @@ def _cpu() -> list[Check]:
 
 def _tools() -> list[Check]:
     dvc, git = shutil.which("dvc"), shutil.which("git")
-    checks = [Check("dvc on PATH", "ok" if dvc else "fail", dvc or "not found",
-                    "" if dvc else "activate the venv (. .venv/bin/activate) or pip install dvc"),
+    beside = Path(sys.executable).parent / "dvc"   # this venv's, not on PATH (make run puts it there itself)
+    if dvc:
+        dvc_check = Check("dvc on PATH", "ok", dvc)
+    elif beside.exists():
+        dvc_check = Check("dvc on PATH", "warn", f"not on PATH, but in this environment ({beside})",
+                          "make run finds it; for dvc by hand: . .venv/bin/activate")
+    else:
+        dvc_check = Check("dvc on PATH", "fail", "not found", "pip install dvc (or make run, which installs it)")
+    checks = [dvc_check,
               Check("git", "ok" if git else "warn", git or "not found", "" if git else
                     "apt-get install git (DVC experiments, foldwise ladder and compare need it)")]
     source = credentials_source()
