@@ -30,6 +30,7 @@ LONGEST_FIRST = ["test_layouts_repro.py", "test_kaggle.py", "test_kaggle_code.py
 EMULATOR_FILES = {"test_kaggle.py", "test_kaggle_code.py", "test_repro.py"}  # one Kaggle emulator per machine (port 80)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without pytest-xdist (`pytest tests/unit` in a bare venv) runs too
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadfile`, except that the files using the port-80 Kaggle emulator are one unit of work
     (the same worker runs them one after the other instead of two workers waiting on its lock)."""
