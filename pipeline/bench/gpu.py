@@ -110,16 +110,15 @@ def measure_training(params: TrainParams, prepared: Path, device: torch.device, 
             }, setup.run.model
 
 
-def _guarded(result: dict, part: str, fn):
-    """Run one part; a failure is recorded (and the other parts still run): one short GPU session
-    should come back with everything it could measure."""
+def _guarded(part: str, fn):
+    """(what `fn` returns, None), or (None, the error in one line): a failed part is recorded and the
+    others still run, so one short GPU session comes back with everything it could measure."""
     try:
-        return fn()
+        return fn(), None
     except Exception as exc:  # noqa: BLE001  (any failure of a part is its finding, reported, not raised)
-        _logger.error("bench gpu: %s failed: %s: %s", part, type(exc).__name__, str(exc).splitlines()[0][:300]
-                      if str(exc) else "")
-        result[part] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
-        return None
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        _logger.error("bench gpu: %s failed: %s", part, error)
+        return None, error
 
 
 def run(device: str, steps: int, batch_size: int | None, out: Path, preset: Path, compile_: bool | None,
@@ -146,27 +145,28 @@ def run(device: str, steps: int, batch_size: int | None, out: Path, preset: Path
     prepared = write_prepared(work / "prepared", (steps + warmup) * base.batch_size)
     result["training"], model = [], None
     for on in compiles:
-        got = _guarded(result, f"training (compile {on})", lambda on=on: measure_training(
+        got, error = _guarded(f"training (compile {on})", lambda on=on: measure_training(
             dataclasses.replace(base, compile=on), prepared, device, steps, warmup, result["matmul"]["tflops_bf16"]))
-        if got is None:
-            result["training"].append({"compile": on, "error": result.pop(f"training (compile {on})")["error"]})
+        if error:
+            result["training"].append({"compile": on, "error": error})
             continue
         row, trained = got
         result["training"].append(row)
         model = trained if not on else model   # the eager model is exported
         _logger.info("training, compile %s: %.0f images/s (%.1f%% of the bf16 matmul rate), data path %.0f%%",
                      on, row["images_per_s_loop"], 100 * row["fraction_of_matmul_bf16"], 100 * row["data_path_share"])
-    result["resume"] = _guarded(result, "resume", lambda: kill_and_resume(
-        dataclasses.replace(base, deterministic=True, compile=False, epochs=2), work / "resume", min(steps, 10))
-                                ) or result.get("resume")
+    resume, error = _guarded("resume", lambda: kill_and_resume(
+        dataclasses.replace(base, deterministic=True, compile=False, epochs=2), work / "resume", min(steps, 10)))
+    result["resume"] = resume or {"error": error}
     if model is None:
         result["export"] = {"error": "no trained model to export (training failed)"}
     else:
         meta = json.loads((prepared / "meta.json").read_text())
-        result["export"] = _guarded(result, "export", lambda: export_and_infer(
-            model, meta, prepared, work / "export", device, infer_batch)) or result.get("export")
-    result["passed"] = not any("error" in (r or {}) for r in (*result["training"], result["resume"], result["export"]))
-    result["passed"] = result["passed"] and bool(result["resume"].get("passed"))
+        exported, error = _guarded("export", lambda: export_and_infer(model, meta, prepared, work / "export",
+                                                                       device, infer_batch))
+        result["export"] = exported or {"error": error}
+    parts = (*result["training"], result["resume"], result["export"])
+    result["passed"] = bool(result["resume"].get("passed")) and not any("error" in r for r in parts)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "gpu.json", json.dumps(result, indent=2, default=str))
     return result

@@ -31,18 +31,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _worker(run_dir: Path) -> subprocess.Popen:
+    """The worker in its own session (killed as a group), its output appended to RUN_DIR/worker.log."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
-    log = open(run_dir / "worker.log", "a")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.bench.gpu_resume", str(run_dir)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    proc.log = log  # type: ignore[attr-defined]
-    return proc
+    with open(run_dir / "worker.log", "a") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "pipeline.bench.gpu_resume", str(run_dir)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen, run_dir: Path, timeout: float = 600) -> None:
     code = proc.wait(timeout=timeout)
-    proc.log.close()  # type: ignore[attr-defined]
     if code != 0:
         tail = (run_dir / "worker.log").read_text().splitlines()[-5:]
         raise UserError(f"bench gpu: the training worker in {run_dir} failed (exit {code}): {' | '.join(tail)}")
@@ -70,7 +68,6 @@ def kill_and_resume(params: TrainParams, work: Path, steps_per_epoch: int) -> di
         time.sleep(0.02)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
-    killed.log.close()  # type: ignore[attr-defined]
     finished_early = paths.FoldFiles(paths.fold_dir(0, runs["killed"] / "folds")).model.exists()
     _finish(straight, runs["straight"])
     _finish(_worker(runs["killed"]), runs["killed"])

@@ -27,17 +27,23 @@ def _name(requirement: str) -> str:
 
 
 @cache
+def _source_tree_project() -> dict:
+    """pyproject.toml's [project] table, for a source tree run without `pip install` ({} without one)."""
+    if not PYPROJECT.is_file():
+        return {}
+    import tomllib
+
+    return tomllib.loads(PYPROJECT.read_text())["project"]
+
+
+@cache
 def requirements() -> dict[str, str]:
     """foldwise's own requirements: name -> the whole requirement string (environment markers included)."""
     try:
         reqs = [r for r in metadata.requires("foldwise") or [] if "extra ==" not in r]
     except metadata.PackageNotFoundError:
         reqs = []
-    if not reqs and PYPROJECT.is_file():
-        import tomllib
-
-        reqs = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
-    return {_name(r): r for r in reqs}
+    return {_name(r): r for r in reqs or _source_tree_project().get("dependencies", [])}
 
 
 def python_range() -> str:
@@ -45,11 +51,7 @@ def python_range() -> str:
     try:
         return metadata.metadata("foldwise").get("Requires-Python") or ""
     except metadata.PackageNotFoundError:
-        if PYPROJECT.is_file():
-            import tomllib
-
-            return tomllib.loads(PYPROJECT.read_text())["project"].get("requires-python", "")
-        return ""
+        return _source_tree_project().get("requires-python", "")
 
 
 def installed(name: str) -> str | None:

@@ -42,10 +42,15 @@ def dvc_bin() -> str:
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
 
+def dvc_env() -> dict[str, str]:
+    """The environment for DVC: this Python's folder first on PATH, so its stages' `python -m
+    pipeline.stages...` run in the project's venv whether or not it is activated."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the DVC CLI in `root`; UserError with DVC's own last lines if it fails."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run([dvc_bin(), *args], cwd=root, capture_output=True, text=True, env=env)
+    result = subprocess.run([dvc_bin(), *args], cwd=root, capture_output=True, text=True, env=dvc_env())
     if check and result.returncode != 0:
         said = " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])[:400]
         raise UserError(f"dvc {' '.join(args)} failed in {root}: {said}")

@@ -74,6 +74,10 @@ class Kpis:
     """The key figures: (label, value) pairs shown large."""
     items: list[tuple[str, str]] = field(default_factory=list)
 
+    def table(self) -> Table:
+        """The same figures as a two-column table (the PDF's title page, the notebook)."""
+        return Table(pd.DataFrame(self.items, columns=["key figure", "value"]), "kpis")
+
 
 @dataclass(frozen=True)
 class Code:
@@ -133,10 +137,8 @@ def show(blocks: list[Block]) -> None:
             display(Markdown(f"*{block.text}*" if block.muted else block.text))
         elif isinstance(block, Figure):
             display(Image(filename=str(block.path)))
-        elif isinstance(block, Table):
-            columns, rows = block.cells()
+        elif isinstance(block, Table | Kpis):
+            columns, rows = (block if isinstance(block, Table) else block.table()).cells()
             display(pd.DataFrame(rows, columns=columns))
-        elif isinstance(block, Kpis):
-            display(pd.DataFrame(block.items, columns=["key figure", "value"]))
         else:
             print(block.text)

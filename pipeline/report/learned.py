@@ -11,7 +11,6 @@ convolution (foldwise_linear, foldwise_mlp) shows the embedding alone and says w
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ from pipeline.report.figures import plot_activations, plot_embedding, plot_filte
 from pipeline.report.params import ReportParams
 from pipeline.report.run import Run
 
-_logger = logging.getLogger(__name__)
 TITLE = "What the network learned"
 
 
@@ -88,10 +86,9 @@ def learned_section(run: Run, out: Path, params: ReportParams) -> list[Block]:
     fold = min(run.fold_configs)
     files = paths.FoldFiles(paths.fold_dir(fold, run.inputs.models / paths.FOLDS.name))
     model, ckpt = load_fold_model(files.model)
-    val_rows = np.load(files.oof_rows)
+    val_rows = np.sort(np.load(files.oof_rows))
     pick = val_rows[np.linspace(0, len(val_rows) - 1, min(params.embedding_rows, len(val_rows))).astype(int)]
-    images = np.asarray(run.images[np.sort(pick)])
-    labels = run.oof.labels[np.sort(pick)]
+    images, labels = np.asarray(run.images[pick]), run.oof.labels[pick]
     convs, head = _layers(model)
     name = ckpt["model"]["name"]
     blocks: list[Block] = [Heading(TITLE),

@@ -144,17 +144,11 @@ def _block(pdf, block: Block) -> None:
     elif isinstance(block, Table):
         _table(pdf, block)
     elif isinstance(block, Kpis):
-        _table(pdf, Table(_kpi_frame(block), "kpis"))
+        _table(pdf, block.table())
     elif isinstance(block, Code):
         pdf.set_font("dejavumono", size=6.5)
         pdf.set_text_color(*BLACK)
         pdf.multi_cell(0, 3.1, block.text, new_x="LMARGIN", new_y="NEXT")
-
-
-def _kpi_frame(block: Kpis):
-    import pandas as pd
-
-    return pd.DataFrame({"key figure": [k for k, _ in block.items], "value": [v for _, v in block.items]})
 
 
 def write_pdf(blocks: list[Block], path: Path, title: str) -> Path:

@@ -2,8 +2,9 @@
 
     run = load_run(Inputs())       # paths relative to the project's root (the report stage, the notebook)
 
-Every section of the HTML page, the PDF and the notebook is drawn from a `Run`; none reads a file
-of its own except the folders of `foldwise tune` and `foldwise ladder` (tune/report/, ladder/).
+Every section of the HTML page, the PDF and the notebook is drawn from a `Run`; the only files a
+section reads itself are the folders of `foldwise tune` and `foldwise ladder` (tune/report/,
+ladder/) and, for what the network learned, the first fold's model and validation rows.
 """
 from __future__ import annotations
 

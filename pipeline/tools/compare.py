@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.core import paths
 from pipeline.core.config import PARAMS_FILE
+from pipeline.distributed.dvcstate import dvc_bin
 from serve.atomic import atomic_path
 from serve.errors import UserError
 from serve.paths import refuse_overwrite
@@ -90,8 +91,8 @@ def changed_params(rows: list[dict]) -> list[str]:
 
 
 def dvc_exp_show(dvc: str | None = None) -> list | dict:
-    exe = dvc or shutil.which("dvc")
-    if exe is None:
+    exe = dvc or dvc_bin()
+    if shutil.which(exe) is None:
         raise UserError("dvc: not found on PATH (activate .venv)")
     proc = subprocess.run([exe, "exp", "show", "--json"], capture_output=True, text=True)
     if proc.returncode != 0:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import versions
+from pipeline.distributed.dvcstate import dvc_bin
 from pipeline.kaggle.client import NO_CREDENTIALS, credentials_source
 
 REQUIRED = ("torch", "torchvision", "timm", "albumentations", "onnx", "dvc")
@@ -128,12 +129,11 @@ def _cpu() -> list[Check]:
 
 
 def _tools() -> list[Check]:
-    dvc, git = shutil.which("dvc"), shutil.which("git")
-    beside = Path(sys.executable).parent / "dvc"   # this venv's, not on PATH (make run puts it there itself)
+    dvc, git, ours = shutil.which("dvc"), shutil.which("git"), dvc_bin()   # ours: this venv's, else PATH's
     if dvc:
         dvc_check = Check("dvc on PATH", "ok", dvc)
-    elif beside.exists():
-        dvc_check = Check("dvc on PATH", "warn", f"not on PATH, but in this environment ({beside})",
+    elif ours != "dvc":
+        dvc_check = Check("dvc on PATH", "warn", f"not on PATH, but in this environment ({ours})",
                           "make run finds it; for dvc by hand: . .venv/bin/activate")
     else:
         dvc_check = Check("dvc on PATH", "fail", "not found", "pip install dvc (or make run, which installs it)")

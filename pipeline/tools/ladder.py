@@ -36,6 +36,7 @@ from pipeline.core import paths
 from pipeline.core.config import PARAMS_FILE
 from pipeline.core.provenance import machine
 from pipeline.core.registry import Registry
+from pipeline.distributed.dvcstate import dvc_bin, dvc_env
 from pipeline.evaluation.confidence import score_interval
 from pipeline.evaluation.metrics import from_meta
 from pipeline.tools.preset import merged
@@ -84,10 +85,11 @@ def overrides(rung: Rung, train: dict, folds: list[int], epochs: int | None) -> 
 
 
 def _dvc(*args: str, quiet: bool = False) -> subprocess.CompletedProcess:
-    exe = shutil.which("dvc")
-    if exe is None:
-        raise UserError("dvc: not found on PATH (activate .venv)")
-    return subprocess.run([exe, *args], text=True, capture_output=quiet)
+    """The project's DVC (pipeline/distributed/dvcstate.py finds it), its output shown unless `quiet`."""
+    exe = dvc_bin()
+    if shutil.which(exe) is None:
+        raise UserError("dvc: not found beside this Python or on PATH (make run installs it into .venv)")
+    return subprocess.run([exe, *args], text=True, capture_output=quiet, env=dvc_env())
 
 
 def experiment(rung: str) -> str:
