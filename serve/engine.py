@@ -97,8 +97,11 @@ def resolve_model(path: Path, provider: str = "auto") -> tuple[Path, str | None]
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     choice = report.get("predict_graph") if isinstance(report, dict) else None
-    if not isinstance(choice, dict) or not isinstance(choice.get("file"), str) or "/" in choice["file"]:
+    if not isinstance(choice, dict) or not isinstance(choice.get("file"), str):
         raise UserError(f"{path}: no predict_graph entry (write it with `foldwise export`, or pass an .onnx file)")
+    base = path.parent.resolve()
+    if Path(choice["file"]).is_absolute() or not (base / choice["file"]).resolve().is_relative_to(base):
+        raise UserError(f"{path}: predict_graph.file {choice['file']!r} is outside {path.parent}")
     actual = choose_providers(provider)[0]
     if choice.get("provider") != actual:
         return path.parent / "ensemble.onnx", (f"fp32 graph: export timed the graphs on {choice.get('provider')}, "

@@ -129,6 +129,34 @@ def trained_folds(folds: Path, n_folds: int) -> dict[int, Path]:
     return found
 
 
+# pseudo@k: pseudo-label rounds (pipeline/training/pseudo.py)
+PSEUDO = MODELS / "pseudo"             # fold<k>/: the last round's FoldFiles + rounds.json (README.md kept in git)
+
+
+def final_fold_dirs(n_folds: int, folds: Path = FOLDS, pseudo: Path = PSEUDO) -> dict[int, Path]:
+    """{fold: folder} of each trained fold's final model: its last pseudo-label round where the
+    pseudo@k stage trained one (models/pseudo/fold<k>/model.pt), else models/folds/fold<k>/."""
+    import json
+
+    from serve.atomic import sha256_file
+
+    out = {}
+    for k, d in trained_folds(folds, n_folds).items():
+        p = fold_dir(k, pseudo)
+        if FoldFiles(p).model.is_file():
+            rounds = json.loads((p / "rounds.json").read_text())
+            if rounds.get("round0_model_sha256") != sha256_file(FoldFiles(d).model):
+                raise UserError(f"{p}: its pseudo-label rounds started from another {FoldFiles(d).model} "
+                                f"(run dvc repro to retrain pseudo@{k})")
+            d = p
+        out[k] = d
+    return out
+
+
+# distill: the student (pipeline/training/distill.py)
+STUDENT = MODELS / "student"           # student.json, student*.onnx, oof_probs.npy (README.md kept in git)
+STUDENT_FILES = {"student": "student.onnx", "student_int8": "student_int8.onnx", "student_fp16": "student_fp16.onnx"}
+
 # ensemble
 ENSEMBLE_JSON = MODELS / "ensemble.json"   # the chosen recipe (views, weights, folds)
 OOF_LOGITS = MODELS / "oof_logits.npy"     # [views, rows, classes]

@@ -60,6 +60,8 @@ class EpochBatches(Sampler):
 
 class AugmentedBatches(Dataset):
     """uint8 images `[N, H, W, C]` in memory -> a whole augmented batch (uint8 `[B, C, H, W]`, labels).
+    `labels` is a class index per row, or a float table of targets per row
+    (pipeline/training/targets.py), returned as it is.
 
     Taking whole batches lets workers (and the main process) seed the Albumentations pipeline once
     per batch, so the result does not depend on which process made the batch.
@@ -78,7 +80,7 @@ class AugmentedBatches(Dataset):
             self.transform.set_random_seed(seed)
             batch = np.stack([self.transform(image=img)["image"].reshape(img.shape) for img in batch])
         return (torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))),
-                torch.from_numpy(self.labels[rows].astype(np.int64)))
+                torch.from_numpy(self.labels[rows].astype(np.float32 if self.labels.ndim == 2 else np.int64)))
 
 
 def load_prepared(prepared: Path, fold: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@
 
     python -m pipeline.stages.ensemble        # what dvc.yaml runs; by hand: foldwise ensemble
 
-Reads models/folds/ and data/prepared/. Writes metrics.json (DVC metrics: per fold, OOF overall,
+Reads models/folds/ (or a fold's last pseudo-label round, models/pseudo/fold<k>/) and
+data/prepared/. Writes metrics.json (DVC metrics: per fold, OOF overall,
 every candidate, the choice, the calibration decision of pipeline/evaluation/calibration.py),
 models/ensemble.json (the recipe the export stage builds) and
 models/oof_logits.npy ([views, rows, classes], for the report).
@@ -67,15 +68,32 @@ def _calibration(params: EnsembleParams, metric, positive, logits: np.ndarray, v
     return decision
 
 
+def _pseudo_summary(dirs: dict, folds: Path, labels: np.ndarray, metric, positive) -> dict | None:
+    """Each fold's pseudo-label rounds, and round 0's OOF score (no TTA) beside the last round's."""
+    pseudo = {k: json.loads((d / "rounds.json").read_text()) for k, d in dirs.items() if (d / "rounds.json").is_file()}
+    if not pseudo:
+        return None
+    rows, probs = [], []
+    for k in pseudo:
+        f = paths.FoldFiles(paths.fold_dir(k, folds))
+        rows.append(np.load(f.oof_rows))
+        probs.append(np.load(f.oof_probs))
+    r, p = np.concatenate(rows), np.concatenate(probs)
+    return {"rounds": max(v["rounds"] for v in pseudo.values()),
+            "round0_oof_score_no_tta": round(metric.score(labels[r], p, positive), 6),
+            "round0_oof_accuracy_no_tta": round(float((p.argmax(1) == labels[r]).mean()), 6),
+            "folds": {str(k): v["history"] for k, v in pseudo.items()}}
+
+
 def run(params: EnsembleParams, prepared: Path = paths.PREPARED, folds: Path = paths.FOLDS,
         metrics_path: Path = paths.METRICS_JSON, ensemble_path: Path = paths.ENSEMBLE_JSON,
-        logits_path: Path = paths.OOF_LOGITS) -> dict:
+        logits_path: Path = paths.OOF_LOGITS, pseudo: Path = paths.PSEUDO) -> dict:
     files = paths.Prepared(prepared)
     meta = json.loads(files.meta.read_text())
     metric, positive = from_meta(meta), meta.get("positive")
     labels = np.load(files.train_labels)
     images = np.load(files.train_images, mmap_mode="r")
-    dirs = paths.trained_folds(folds, meta["n_folds"])
+    dirs = paths.final_fold_dirs(meta["n_folds"], folds, pseudo)  # a fold's last pseudo-label round, if any
     views = ["none", *params.tta]
     logits = oof_view_logits(dirs, images, views, len(meta["classes"]), params.batch_size)
     covered = ~np.isnan(logits[0, :, 0])
@@ -95,6 +113,9 @@ def run(params: EnsembleParams, prepared: Path = paths.PREPARED, folds: Path = p
     if metrics["calibration"]["kept"]:  # the cross-fitted scores: no row's temperature was fitted on that row
         metrics.update({f"oof_{k}": v for k, v in metrics["calibration"].pop("scores").items()})
     metrics["calibration"].pop("scores", None)
+    pseudo_summary = _pseudo_summary(dirs, folds, labels, metric, positive)
+    if pseudo_summary is not None:
+        metrics["pseudo_labels"] = pseudo_summary
     trained = sorted(dirs)
     write_json(ensemble_path, {"method": chosen, **recipes[chosen],
                                "temperature": metrics["calibration"]["temperature"], "folds": trained,

@@ -4,7 +4,8 @@ scored out of fold and timed side by side (pipeline/export/).
     python -m pipeline.stages.export        # what dvc.yaml runs; by hand: foldwise export
 
 Writes models/ensemble.onnx, models/ensemble_int8.onnx, models/ensemble_fp16.onnx and
-models/export.json (parity, each graph's OOF score and speed, the graph predict will use). The
+models/export.json (parity, each graph's OOF score and speed, the graph predict will use: the
+distilled student's graphs of models/student/ compete when the distill stage made them). The
 gate: onnxruntime must match PyTorch on real OOF images or the stage fails and writes nothing.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipeline.export.graph import export_onnx, graph_metadata, stamp
 from pipeline.export.params import ExportParams
 from pipeline.export.parity import parity_check
 from pipeline.export.speed import measure_speed
+from pipeline.export.student import read_student
 from pipeline.export.variants import oof_scores, quantize_int8, score_variant, to_fp16
 from pipeline.modeling.ensemble import load_ensemble
 from serve.atomic import atomic_path, write_json
@@ -46,7 +48,7 @@ def _rows(params: ExportParams, row_folds: np.ndarray, folds: list[int], n: int)
 
 
 def run(params: ExportParams, prepared: Path = paths.PREPARED, ensemble_json: Path = paths.ENSEMBLE_JSON,
-        out_dir: Path = paths.MODELS, report_path: Path = paths.EXPORT_JSON) -> dict:
+        out_dir: Path = paths.MODELS, report_path: Path = paths.EXPORT_JSON, student_dir: Path = paths.STUDENT) -> dict:
     files = paths.Prepared(prepared)
     meta = json.loads(files.meta.read_text())
     metric, positive = from_meta(meta), meta.get("positive")
@@ -76,8 +78,12 @@ def run(params: ExportParams, prepared: Path = paths.PREPARED, ensemble_json: Pa
         to_fp16(tmp["fp32"], tmp["fp16"])
         stamp(tmp["fp16"], {**metadata, "precision": "fp16"})
         report["fp16"] = score_variant(tmp["fp16"], *scored)
-        report["speed"] = measure_speed({g: tmp[g] for g in tmp if g == "fp32" or report[g].get("checked")},
-                                        x_eval, params.speed_batch, min_seconds=params.speed_seconds)
+        timed = {g: tmp[g] for g in tmp if g == "fp32" or report[g].get("checked")}
+        student = read_student(student_dir)
+        if student is not None:  # the distilled student's graphs compete on the same rule (pipeline/export/student.py)
+            report.update(student["graphs"])
+            timed.update({g: student_dir.parent / e["file"] for g, e in student["graphs"].items() if e["checked"]})
+        report["speed"] = measure_speed(timed, x_eval, params.speed_batch, min_seconds=params.speed_seconds)
         report["predict_graph"] = choose_predict_graph(report, params.predict_tolerance)
         for g, src in tmp.items():
             with atomic_path(paths.graph(g, out_dir)) as final:

@@ -37,6 +37,7 @@ from pipeline.training.checkpoint import FoldRun, load_checkpoint
 from pipeline.training.hardware import describe, resolve_device
 from pipeline.training.loop import TrainingSetup, train_one_epoch
 from pipeline.training.params import TrainParams
+from pipeline.training.targets import TargetPlan, plan_fingerprint
 from serve.atomic import atomic_path, write_json
 from serve.errors import UserError
 
@@ -128,27 +129,35 @@ def _epoch(t: TrainingSetup, params: TrainParams, data: tuple, metric: Metric, p
 
 def run_fold(params: TrainParams, fold: int, seed: int, prepared: Path = paths.PREPARED, folds: Path = paths.FOLDS,
              checkpoints: Path = paths.CHECKPOINTS, curves: Path = paths.CURVES, dist=None,
-             on_epoch: Callable[[dict, int], None] | None = None) -> dict:
+             on_epoch: Callable[[dict, int], None] | None = None,
+             targets: Callable[[dict, np.ndarray, np.ndarray, np.ndarray], TargetPlan] | None = None) -> dict:
     """Train one fold. `dist` (a pipeline.distributed.ddp.DDPContext under torchrun, else None) shards
     the batches, wraps the model in DDP, gathers the OOF rows and lets rank 0 alone write. `on_epoch`
     sees each epoch's curve row and the fold's number of epochs once the checkpoint is written
-    (`foldwise tune` reports it to Optuna's pruner, which may stop the fold by raising)."""
+    (`foldwise tune` reports it to Optuna's pruner, which may stop the fold by raising). `targets`
+    (meta, images, labels, train_rows) -> TargetPlan: what the fold trains on instead of its rows'
+    labels (pseudo-labels, distillation); validation stays on the fold's own rows and labels."""
     meta, images, labels, fold_of_row = load_prepared(prepared, fold)
     device = resolve_device(params.device)
     _determinism(params, device)
     seed_everything(seed)
     train_rows, val_rows = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
-    params = params.for_rows(len(train_rows))
+    plan = targets(meta, images, labels, train_rows) if targets is not None else None
+    if plan is not None and dist is not None:
+        raise UserError("pseudo-labels and distillation train one process per fold (not under torchrun)")
+    params = params.for_rows(len(train_rows) if plan is None else len(plan.rows))
     metric = from_meta(meta)
-    t = TrainingSetup.create(params, meta, images, labels, train_rows, device, seed,
+    t = TrainingSetup.create(params, meta, images, labels, train_rows, device, seed, targets=plan,
                              **(dist.setup_kwargs(train_rows, params, seed, device) if dist else {}))
-    signature = params_hash({"params": {k: v for k, v in dataclasses.asdict(params).items() if k != "folds"},
+    signature = params_hash({"params": {k: v for k, v in dataclasses.asdict(params).items()
+                                        if k not in ("folds", "pseudo_labels")},
+                             "targets": plan_fingerprint(plan),
                              "fold": fold, "seed": seed, "data": data_fingerprint(prepared),
                              "autocast": str(t.amp_dtype), **(dist.signature() if dist else {})})
     ckpt_path = paths.checkpoint(fold, checkpoints)
     _resume(t.run, ckpt_path, signature, fold, dist)
     _logger.info("fold %d (seed %d): %s on %s, %d train / %d val images, %d epochs", fold, seed, params.model,
-                 device, len(train_rows), len(val_rows), params.epochs)
+                 device, len(train_rows) if plan is None else len(plan.rows), len(val_rows), params.epochs)
     _logger.info("fold %d: precision %s", fold, t.precision)
     stopped_early = False
     while t.run.epoch < params.epochs:

@@ -26,6 +26,7 @@ from pipeline.modeling.classifier import create_classifier
 from pipeline.training.checkpoint import FoldRun
 from pipeline.training.hardware import resolve_precision
 from pipeline.training.params import TrainParams
+from pipeline.training.targets import TargetLoss, TargetPlan
 
 
 def train_step(run: FoldRun, net: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
@@ -35,6 +36,8 @@ def train_step(run: FoldRun, net: nn.Module, x: torch.Tensor, y: torch.Tensor, p
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     target = y
+    if y.ndim == 2:  # a table of targets (pipeline/training/targets.py): the accuracy counts each row's class
+        y = criterion.labels(y)
     if mixup is not None:
         x, target = mixup(x.float(), y)
     with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
@@ -117,8 +120,11 @@ class TrainingSetup:
     @classmethod
     def create(cls, params: TrainParams, meta: dict, images: np.ndarray, labels: np.ndarray,
                train_rows: np.ndarray, device: torch.device, seed: int, sampler: EpochBatches | None = None,
-               wrap=None) -> TrainingSetup:
-        """`sampler` and `wrap` (model -> net, e.g. DDP) are the hooks of pipeline/distributed/ddp.py."""
+               wrap=None, targets: TargetPlan | None = None) -> TrainingSetup:
+        """`sampler` and `wrap` (model -> net, e.g. DDP) are the hooks of pipeline/distributed/ddp.py;
+        `targets` replaces (images, labels, train_rows) by pseudo-labelled or distilled targets."""
+        if targets is not None:
+            images, labels, train_rows = targets.images, targets.table, targets.rows
         channels_last = params.channels_last and not params.model.startswith(("foldwise_mlp", "foldwise_linear"))
         amp_dtype, precision = resolve_precision(params.amp, device)
         if sampler is None:
@@ -132,12 +138,14 @@ class TrainingSetup:
         net = wrap(fold_run.model) if wrap is not None else fold_run.model
         net = torch.compile(net) if params.compile else net
         mixup = None
-        if params.mixup_alpha > 0 or params.cutmix_alpha > 0:
+        if targets is not None:  # its table already holds the label smoothing
+            criterion: nn.Module = TargetLoss(targets.n_classes, targets.temperature)
+        elif params.mixup_alpha > 0 or params.cutmix_alpha > 0:
             from timm.data import Mixup
             from timm.loss import SoftTargetCrossEntropy
             mixup = Mixup(mixup_alpha=params.mixup_alpha, cutmix_alpha=params.cutmix_alpha, prob=params.mixup_prob,
                           label_smoothing=params.label_smoothing, num_classes=len(meta["classes"]))
-            criterion: nn.Module = SoftTargetCrossEntropy()
+            criterion = SoftTargetCrossEntropy()
         else:
             criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None

@@ -19,6 +19,26 @@ COMMON_OPTIMIZERS = {"sgd", "nesterov", "momentum", "adam", "adamw"}  # in every
 
 
 @dataclass
+class PseudoLabelParams:
+    """params.yaml `train.pseudo_labels`: rounds of retraining each fold with the test images,
+    labelled by that fold's own model of the round before (never by the ensemble: docs/pseudo-labels.md)."""
+    rounds: int = 0                      # 0: off; the pseudo@k stage trains rounds 1..rounds
+    targets: Literal["soft", "hard"] = "soft"  # the teacher's probabilities, or its most probable class
+    threshold: float = 0.0               # test images whose teacher's top probability is lower stay out
+    weight: float = 1.0                  # a pseudo-labelled image's loss weight (a training image's: 1)
+
+    def validate(self, err) -> None:
+        if self.rounds < 0:
+            raise err(f"must be 0 (off) or more, got {self.rounds}", "pseudo_labels.rounds")
+        if not 0 <= self.threshold <= 1:
+            raise err(f"must be in [0, 1], got {self.threshold}", "pseudo_labels.threshold")
+        if self.weight <= 0:
+            raise err(f"must be > 0, got {self.weight}", "pseudo_labels.weight")
+
+
+
+
+@dataclass
 class TrainParams:
     """One fold's training run (fold index and seed come from dvc.yaml's foreach, via the CLI)."""
     folds: list[dict] = field(default_factory=lambda: [{"fold": k, "seed": k} for k in range(5)])
@@ -56,6 +76,7 @@ class TrainParams:
     augment: dict = field(default_factory=lambda: {  # Albumentations A.to_dict() form; {} for none
         "transform": {"__class_fullname__": "Compose", "p": 1.0,
                       "transforms": [{"__class_fullname__": "HorizontalFlip", "p": 0.5}]}})
+    pseudo_labels: PseudoLabelParams = field(default_factory=PseudoLabelParams)  # the pseudo@k stage only
 
     def create_kwargs(self) -> dict:
         """The model's own keyword arguments: `model_kwargs`, plus `drop_path_rate` when set."""
@@ -66,7 +87,7 @@ class TrainParams:
 
     def recipe_hash(self) -> str:
         """A short hash of everything but `folds`: which checkpoints (tune/checkpoints/<hash>/) a run may resume."""
-        return params_hash({k: v for k, v in dataclasses.asdict(self).items() if k != "folds"})
+        return params_hash({k: v for k, v in dataclasses.asdict(self).items() if k not in ("folds", "pseudo_labels")})
 
     def for_rows(self, n_train: int) -> TrainParams:
         """These params for a fold of `n_train` training rows: `epochs` from `steps` when a step budget is set."""
@@ -100,6 +121,10 @@ class TrainParams:
             raise err(f"must be at least 1 (or null), got {self.patience}", "patience")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise err(f"must be > 0 (or null), got {self.grad_clip}", "grad_clip")
+        self.pseudo_labels.validate(err)
+        if self.pseudo_labels.rounds and (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
+            raise err("pseudo-labels are soft targets, which timm's Mixup cannot mix: set mixup_alpha and "
+                      "cutmix_alpha to 0 or pseudo_labels.rounds to 0", "pseudo_labels.rounds")
         if self.img_size is not None and self.img_size < 8:
             raise err(f"must be at least 8, got {self.img_size}", "img_size")
         seen = set()

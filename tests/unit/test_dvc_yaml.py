@@ -79,6 +79,7 @@ def _data_paths() -> set[str]:
         getattr(paths.Prepared, f), property)}
     found |= {str(paths.graph(g)) for g in paths.GRAPH_FILES}
     found |= {str(paths.fold_dir(0)).replace("0", "${item.fold}"),
+              str(paths.fold_dir(0, paths.PSEUDO)).replace("0", "${item.fold}"),
               str(paths.curves_csv(0)).replace("0", "${item.fold}")}
     return found
 
@@ -93,6 +94,11 @@ def test_dvc_yaml_names_only_the_artifact_paths_of_core_paths() -> None:
 
 
 def test_dvc_yaml_tracks_every_train_param_but_folds() -> None:
-    """The train stages list train params key by key; none may be forgotten (or a change would not retrain)."""
+    """The train stages list train params key by key; none may be forgotten (or a change would not retrain).
+    Round 0 ignores `pseudo_labels`; the pseudo rounds and the student train with the same recipe, so
+    they list the same keys (plus pseudo_labels for the rounds)."""
+    recipe = [f.name for f in dataclasses.fields(TrainParams) if f.name not in ("folds", "pseudo_labels")]
     listed = [re.sub(r"^train\.", "", p) for p in STAGES["train"]["params"]]
-    assert listed == [f.name for f in dataclasses.fields(TrainParams) if f.name != "folds"]
+    assert listed == recipe
+    assert [re.sub(r"^train\.", "", p) for p in STAGES["pseudo"]["params"]] == [*recipe, "pseudo_labels"]
+    assert [re.sub(r"^train\.", "", p) for p in STAGES["distill"]["params"] if p.startswith("train.")] == recipe
