@@ -16,12 +16,13 @@ from pipeline.export.params import ExportParams, PredictParams
 from pipeline.kaggle.params import SubmitParams
 from pipeline.modeling.ensemble import EnsembleParams
 from pipeline.report.params import ReportParams
+from pipeline.training.distill import DistillParams
 from pipeline.training.params import TrainParams
 from pipeline.training.search_space import TuneParams
 from serve.errors import UserError
 
 SECTIONS: dict[str, type] = {"download": DownloadParams, "prepare": PrepareParams, "train": TrainParams,
-                             "ensemble": EnsembleParams, "export": ExportParams, "predict": PredictParams,
+                             "ensemble": EnsembleParams, "distill": DistillParams, "export": ExportParams, "predict": PredictParams,
                              "submit": SubmitParams, "report": ReportParams, "tune": TuneParams}
 
 

@@ -29,11 +29,11 @@ class PseudoLabelParams:
 
     def validate(self, err) -> None:
         if self.rounds < 0:
-            raise err(f"must be 0 (off) or more, got {self.rounds}", "pseudo_labels.rounds")
+            raise err(f"must be 0 (off) or more, got {self.rounds}", "rounds")
         if not 0 <= self.threshold <= 1:
-            raise err(f"must be in [0, 1], got {self.threshold}", "pseudo_labels.threshold")
+            raise err(f"must be in [0, 1], got {self.threshold}", "threshold")
         if self.weight <= 0:
-            raise err(f"must be > 0, got {self.weight}", "pseudo_labels.weight")
+            raise err(f"must be > 0, got {self.weight}", "weight")
 
 
 
@@ -121,7 +121,6 @@ class TrainParams:
             raise err(f"must be at least 1 (or null), got {self.patience}", "patience")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise err(f"must be > 0 (or null), got {self.grad_clip}", "grad_clip")
-        self.pseudo_labels.validate(err)
         if self.pseudo_labels.rounds and (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
             raise err("pseudo-labels are soft targets, which timm's Mixup cannot mix: set mixup_alpha and "
                       "cutmix_alpha to 0 or pseudo_labels.rounds to 0", "pseudo_labels.rounds")
