@@ -1,11 +1,15 @@
 """`foldwise bench infer`: PyTorch eager (folds x TTA views) against the FP32 and INT8 ONNX
-ensembles, on the same images and threads, side by side in one run (images/s, GFLOP/s, ratios).
+ensembles, on the same images and threads, side by side in one run (images/s, GFLOP/s, ratios);
+with a distilled student (models/student/), its FP32 and INT8 graphs and one fold model's graph
+(fold 0 alone, no TTA, exported here) beside them, with their sizes.
 
     foldwise bench infer [--batch 1 --batch 64 --batch 512]     # also writes bench/infer.json
 """
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.core import paths
+from pipeline.export.student import export_one_model, read_student
 from pipeline.modeling.ensemble import load_ensemble
 from serve.engine import Engine
 
@@ -42,6 +47,16 @@ def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None
     x = np.asarray(images[:4096]).transpose(0, 3, 1, 2).copy()  # writable and C-contiguous (torch wants both)
     engines = {"onnx_fp32": Engine(paths.graph("fp32", models_dir), provider="cpu", threads=threads),
                "onnx_int8": Engine(paths.graph("int8", models_dir), provider="cpu", threads=threads)}
+    sizes = {"onnx_fp32": paths.graph("fp32", models_dir).stat().st_size}
+    tmp = tempfile.TemporaryDirectory(prefix="foldwise-bench-")
+    if read_student(models_dir / paths.STUDENT.name) is not None:
+        one_fold = Path(tmp.name) / "one_fold.onnx"
+        meta = json.loads(paths.Prepared(prepared).meta.read_text())
+        export_one_model(paths.FoldFiles(Path(spec["fold_dirs"][0])).model, meta, one_fold, x, "bench", "one fold")
+        for name, path in (("student_fp32", paths.graph("student", models_dir)),
+                           ("student_int8", paths.graph("student_int8", models_dir)), ("one_fold", one_fold)):
+            engines[name] = Engine(path, provider="cpu", threads=threads)
+            sizes[name] = path.stat().st_size
 
     @torch.inference_mode()
     def eager(batch: np.ndarray) -> None:
@@ -60,6 +75,10 @@ def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None
         row["fp32_vs_eager"] = row["onnx_fp32"] / row["torch_eager"]
         row["int8_vs_eager"] = row["onnx_int8"] / row["torch_eager"]
         row["int8_vs_fp32"] = row["onnx_int8"] / row["onnx_fp32"]
+        if "student_fp32" in row:
+            row["student_vs_ensemble"] = row["student_fp32"] / row["onnx_fp32"]
+            row["student_vs_one_fold"] = row["student_fp32"] / row["one_fold"]
+            row.update({f"{name}_bytes": size for name, size in sizes.items()})
         rows.append(row)
         _logger.info("batch %d: eager %.0f, fp32 %.0f, int8 %.0f images/s", bs, row["torch_eager"],
                      row["onnx_fp32"], row["onnx_int8"])

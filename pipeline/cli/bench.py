@@ -74,7 +74,8 @@ def bench_fold(against: Path = typer.Option(..., help="Params or preset file who
 @bench_app.command("infer")
 def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes (repeat the option)."),
                 threads: int | None = typer.Option(None, help="Threads for both torch and onnxruntime.")) -> None:
-    """PyTorch eager (folds x TTA views) vs FP32 and INT8 ONNX ensembles: images/s and ratios.
+    """PyTorch eager (folds x TTA views) vs FP32 and INT8 ONNX ensembles: images/s and ratios (and the
+    distilled student's graphs beside them, when the distill stage made them).
 
     Example: foldwise bench infer --batch 1 --batch 64 --batch 512
 
@@ -96,6 +97,16 @@ def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes 
         typer.echo(f"{r['batch']:>6} {r['torch_eager']:>12.0f} {r['onnx_fp32']:>10.0f} {r['onnx_int8']:>10.0f} "
                    f"{r['fp32_vs_eager']:>10.2f}x {r['int8_vs_eager']:>10.2f}x {r['int8_vs_fp32']:>9.2f}x "
                    f"{r['torch_eager_gflops']:>14.1f} {r['onnx_fp32_gflops']:>7.1f} {r['onnx_int8_gflops']:>7.1f}")
+    if "student_fp32" in rows[0]:
+        r0 = rows[0]
+        typer.echo(f"distilled student (models/student/) beside the ensemble and one fold model (fold 0, no TTA); MB: "
+                   f"ensemble {r0['onnx_fp32_bytes'] / 1e6:.2f}, student {r0['student_fp32_bytes'] / 1e6:.2f} "
+                   f"(int8 {r0['student_int8_bytes'] / 1e6:.2f}), one fold {r0['one_fold_bytes'] / 1e6:.2f}")
+        typer.echo(f"{'batch':>6} {'student fp32':>13} {'student int8':>13} {'one fold':>9} {'vs ensemble':>12} "
+                   f"{'vs one fold':>12}")
+        for r in rows:
+            typer.echo(f"{r['batch']:>6} {r['student_fp32']:>13.0f} {r['student_int8']:>13.0f} {r['one_fold']:>9.0f} "
+                       f"{r['student_vs_ensemble']:>11.2f}x {r['student_vs_one_fold']:>11.2f}x")
 
 
 @bench_app.command("decode")

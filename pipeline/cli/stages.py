@@ -72,6 +72,33 @@ def train(fold: int | None = typer.Option(None, "--fold", "-k", help="Fold index
 
 
 @app.command(rich_help_panel=PANEL)
+def pseudo(fold: int = typer.Option(..., "--fold", "-k", help="Fold index (0-based)."),
+           seed: int | None = typer.Option(None, help="Seed [default: this fold's seed in train.folds].")) -> None:
+    """Stage pseudo@k: train.pseudo_labels.rounds rounds of fold k with the test images, labelled by fold
+    k's own previous round -> models/pseudo/fold<k>/ (its OOF score stays out of fold).
+
+    With rounds: 0 (the default) it records that fold k keeps models/folds/fold<k>/.
+
+    Example: foldwise pseudo --fold 0
+    """
+    from pipeline.stages.pseudo import main as stage
+    stage(fold, seed)
+
+
+@app.command(rich_help_panel=PANEL)
+def distill() -> None:
+    """Stage distill: k cross-fitted students (their OOF score) and one final student on every row,
+    learning the fold models' soft predictions -> models/student/ (student.json, student*.onnx).
+
+    With distill.enabled: false (the default) it records that it is off.
+
+    Example: foldwise distill
+    """
+    from pipeline.stages.distill import main as stage
+    stage()
+
+
+@app.command(rich_help_panel=PANEL)
 def ensemble() -> None:
     """Stage ensemble: OOF predictions of all folds -> metrics.json, models/ensemble.json.
 

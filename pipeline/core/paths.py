@@ -168,7 +168,10 @@ GRAPH_FILES = {"fp32": "ensemble.onnx", "int8": "ensemble_int8.onnx", "fp16": "e
 
 
 def graph(variant: str, models: Path = MODELS) -> Path:
-    """models/ensemble.onnx (fp32), ensemble_int8.onnx, ensemble_fp16.onnx."""
+    """models/ensemble.onnx (fp32), ensemble_int8.onnx, ensemble_fp16.onnx; the distilled student's
+    models/student/student.onnx, student_int8.onnx, student_fp16.onnx."""
+    if variant in STUDENT_FILES:
+        return models / STUDENT.name / STUDENT_FILES[variant]
     return models / GRAPH_FILES[variant]
 
 

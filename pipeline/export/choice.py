@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.core.paths import GRAPH_FILES
+from pipeline.core.paths import GRAPH_FILES, STUDENT_FILES
 from pipeline.evaluation.metrics import METRICS
 from serve.errors import UserError
 
@@ -38,8 +38,8 @@ def loss_vs_fp32(export: dict, variant: str) -> float | None:
 def choose_graph(export: dict, gpu: bool, request: str = "auto") -> tuple[str, str]:
     """(variant, why): `request` itself unless 'auto'; auto: INT8 (CPU) or FP16 (GPU) when it is
     within TOLERANCE of FP32's OOF score, else FP32."""
-    if request not in ("auto", *GRAPH_FILES):
-        raise UserError(f"submit.graph: unknown graph '{request}' (auto, {', '.join(GRAPH_FILES)})")
+    if request not in ("auto", *GRAPH_FILES, *STUDENT_FILES):
+        raise UserError(f"submit.graph: unknown graph '{request}' (auto, {', '.join([*GRAPH_FILES, *STUDENT_FILES])})")
     if request != "auto":
         loss = loss_vs_fp32(export, request)
         if loss is not None and loss > TOLERANCE:

@@ -43,13 +43,20 @@ def student_module(model_pt: Path) -> EnsembleModel:
     return EnsembleModel([model], ["none"], [1.0], [1.0], "mean_prob").eval()
 
 
+def export_one_model(model_pt: Path, meta: dict, path: Path, example_nchw: np.ndarray, phash: str,
+                     kind: str = "student", opset: int = 18) -> tuple[EnsembleModel, dict]:
+    """One model's FP32 graph with ensemble.onnx's contract and metadata (`foldwise bench infer` also
+    exports one fold model this way, to time it beside the student); returns the module and metadata."""
+    model = student_module(model_pt)
+    metadata = {**graph_metadata(meta, SPEC, phash), "model_kind": kind}
+    export_onnx(model, torch.from_numpy(example_nchw[:2]), path, {**metadata, "precision": "fp32"}, opset)
+    return model, metadata
+
+
 def _write_graphs(model_pt: Path, meta: dict, params: ExportParams, out: dict[str, Path], parity_x: np.ndarray,
                   calib_x: np.ndarray, phash: str) -> dict:
     """student.onnx (parity-gated), student_int8.onnx and student_fp16.onnx at `out`'s paths."""
-    model = student_module(model_pt)
-    metadata = {**graph_metadata(meta, SPEC, phash), "model_kind": "student"}
-    export_onnx(model, torch.from_numpy(parity_x[:2]), out["student"], {**metadata, "precision": "fp32"},
-                params.opset)
+    model, metadata = export_one_model(model_pt, meta, out["student"], parity_x, phash, opset=params.opset)
     parity = parity_check(out["student"], model, parity_x, params)
     quantize_int8(out["student"], out["student_int8"], calib_x)
     stamp(out["student_int8"], {**metadata, "precision": "int8 (QDQ, per-channel, static)"})

@@ -79,7 +79,7 @@ def refs(params: SubmitParams, source_json: Path = paths.SOURCE_JSON) -> Refs:
     return Refs(competition, dataset, kernel)
 
 
-MODEL_SECTIONS = ("download", "prepare", "train", "ensemble", "export")
+MODEL_SECTIONS = ("download", "prepare", "train", "ensemble", "distill", "export")
 
 
 def model_params_hash() -> str:

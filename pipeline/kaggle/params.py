@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.core.config import check_choice
-from pipeline.core.paths import GRAPH_FILES
+from pipeline.core.paths import GRAPH_FILES, STUDENT_FILES
 
 
 @dataclass
@@ -27,7 +27,7 @@ class SubmitParams:
     # mode: code
     dataset: str | None = None      # owner/slug of the model dataset (default: <username>/<competition>-foldwise)
     kernel: str | None = None       # owner/slug of the notebook (default: <username>/<competition>-foldwise-infer)
-    graph: str = "auto"                # auto (fastest graph within 0.1 point of FP32's OOF score) | fp32 | int8 | fp16
+    graph: str = "auto"   # auto (fastest within 0.1 point of FP32) | fp32 | int8 | fp16 | student[_int8|_fp16]
     gpu: bool = False                  # run the notebook on a GPU session (onnxruntime CUDA)
     wheels: list[str] | None = None # offline installs: requirements whose wheels go into the dataset
     #                                    (null: onnxruntime, or onnxruntime-gpu with gpu; []: none)
@@ -36,7 +36,7 @@ class SubmitParams:
     kernel_timeout: float = 7200.0     # seconds to wait for the notebook's run on Kaggle
 
     def validate(self, err) -> None:
-        check_choice(self.graph, ("auto", *GRAPH_FILES), err, "graph")
+        check_choice(self.graph, ("auto", *GRAPH_FILES, *STUDENT_FILES), err, "graph")
         if self.public_rows is not None and self.public_rows < 1:
             raise err(f"must be at least 1 (or null), got {self.public_rows}", "public_rows")
         if self.poll_timeout < 0:

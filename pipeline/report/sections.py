@@ -5,7 +5,7 @@
 Key figures; training curves; folds; ensemble candidates; calibration; tuning (after `foldwise
 tune`); the ladder (after `foldwise ladder`); what the network learned (filters, activations,
 embedding); OOF confusion matrix, per-class scores, confused pairs; misclassified and least
-confident correct images; export; inference throughput (after `foldwise bench infer`);
+confident correct images; export; pseudo-labels and the distilled student; inference throughput (after `foldwise bench infer`);
 submission; OOF against the public score; CV against LB; environment; params. A section that does
 not apply to the run says so (pipeline/report/content.py `not_applicable`).
 """
@@ -27,6 +27,7 @@ from pipeline.report.ladder import ladder_section
 from pipeline.report.learned import learned_section
 from pipeline.report.params import ReportParams
 from pipeline.report.run import Run
+from pipeline.report.student import student_section
 from pipeline.report.tables import confused_pairs, confusion_view, environment, per_class
 from pipeline.report.tuning import calibration_section, tuning_section
 
@@ -151,12 +152,20 @@ def export(run: Run, out: Path, params: ReportParams) -> list[Block]:
             Table(pd.DataFrame(rows), "export", "{:.5g}")]
 
 
+def pseudo_and_student(run: Run, out: Path, params: ReportParams) -> list[Block]:
+    return student_section(run)
+
+
 def throughput(run: Run, out: Path, params: ReportParams) -> list[Block]:
     """The throughput `foldwise bench infer` measured."""
     if not run.bench:
         return not_applicable("Inference throughput", "Not measured: run `foldwise bench infer`.", "throughput")
+    df = pd.DataFrame(run.bench["result"])
+    student = [c for c in df.columns if c.startswith(("student_", "one_fold")) and not c.endswith("_bytes")]
+    extra = [Table(df[["batch", *student]], "throughput_student", "{:.1f}")] if student else []
     return [Heading("Inference throughput (images/s)"),
-            Table(pd.DataFrame(run.bench["result"]), "throughput", "{:.1f}"),
+            Table(df[[c for c in df.columns if c not in student and not c.endswith("_bytes")]], "throughput", "{:.1f}"),
+            *extra,
             Text(f"from {run.inputs.bench}, measured {run.bench.get('time', '')} on {run.bench.get('cpu', '')}",
                  muted=True)]
 
@@ -202,5 +211,6 @@ def environment_and_params(run: Run, out: Path, params: ReportParams) -> list[Bl
 
 SECTIONS: dict[str, Section] = {
     "title": title, "training": training, "calibration": calibration, "tuning": tuning, "ladder": ladder,
-    "learned": learned, "errors": errors, "export": export, "throughput": throughput, "submission": submission,
+    "learned": learned, "errors": errors, "export": export, "student": pseudo_and_student,
+    "throughput": throughput, "submission": submission,
     "cv_vs_lb": cv_vs_lb, "environment": environment_and_params}

@@ -53,8 +53,13 @@ def labelled_test_scores(meta: dict, prepared: Path, models: Path, source_json: 
     probs, fold_probs = run_graph(graph, np.ascontiguousarray(np.asarray(images[rows]).transpose(0, 3, 1, 2)))
     spec = json.loads((models / paths.ENSEMBLE_JSON.name).read_text())
     folds = {int(k): float((fold_probs[:, i].argmax(1) == y).mean()) for i, k in enumerate(spec["folds"])}
-    return {"solution": solution, "rows": int(len(rows)), "folds": folds,
-            "ensemble": float((probs.argmax(1) == y).mean())}
+    scores = {"solution": solution, "rows": int(len(rows)), "folds": folds,
+              "ensemble": float((probs.argmax(1) == y).mean())}
+    student = paths.graph("student", models)
+    if student.exists():  # the distilled student, on the same rows
+        student_probs, _ = run_graph(student, np.ascontiguousarray(np.asarray(images[rows]).transpose(0, 3, 1, 2)))
+        scores["student"] = float((student_probs.argmax(1) == y).mean())
+    return scores
 
 
 def per_class(conf: np.ndarray, names: list[str]) -> pd.DataFrame:

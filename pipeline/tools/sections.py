@@ -22,7 +22,8 @@ from pipeline.training.search_space import TuneParams
 from serve.errors import UserError
 
 SECTIONS: dict[str, type] = {"download": DownloadParams, "prepare": PrepareParams, "train": TrainParams,
-                             "ensemble": EnsembleParams, "distill": DistillParams, "export": ExportParams, "predict": PredictParams,
+                             "ensemble": EnsembleParams, "distill": DistillParams,
+                             "export": ExportParams, "predict": PredictParams,
                              "submit": SubmitParams, "report": ReportParams, "tune": TuneParams}
 
 

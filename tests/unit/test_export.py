@@ -182,7 +182,8 @@ def test_choose_graph_honours_an_explicit_request_even_an_inaccurate_one(caplog:
 def test_choose_graph_refuses_an_unknown_request() -> None:
     with pytest.raises(UserError) as exc:
         choose_graph(export_report(0.9), gpu=False, request="bf16")
-    assert str(exc.value) == "submit.graph: unknown graph 'bf16' (auto, fp32, int8, fp16)"
+    assert str(exc.value) == ("submit.graph: unknown graph 'bf16' (auto, fp32, int8, fp16, student, student_int8, "
+                              "student_fp16)")
 
 
 # -- graph.py ------------------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def test_bad_distill_params_fail_in_one_line_naming_the_key(values: dict, messag
 
 def test_a_student_the_config_rejects_fails_naming_distill_model() -> None:
     d = build(DistillParams, {"enabled": True, "model": "resnet_does_not_exist"}, "distill")
-    with pytest.raises(UserError, match=r"^params\.yaml: distill\.model: unknown timm model 'resnet_does_not_exist'"):
+    with pytest.raises(UserError,
+                       match=r"^params\.yaml: distill\.model: unknown timm model 'resnet_does_not_exist'"):
         student_params(TrainParams(), d, _err("distill"))
     with pytest.raises(UserError, match=r"^params\.yaml: distill\.enabled: the student learns soft targets"):
         student_params(TrainParams(mixup_alpha=0.2), build(DistillParams, {}, "distill"), _err("distill"))
@@ -151,7 +152,8 @@ def test_rounds_zero_records_that_the_fold_keeps_round_zero(tmp_path: Path) -> N
     (tmp_path / "pseudo" / "fold1").mkdir(parents=True)
     (tmp_path / "pseudo" / "fold1" / "model.pt").write_bytes(b"stale")
     summary = record_off(1, tmp_path / "folds", tmp_path / "pseudo")
-    assert summary["rounds"] == 0 and sorted(p.name for p in (tmp_path / "pseudo" / "fold1").iterdir()) == ["rounds.json"]
+    assert summary["rounds"] == 0
+    assert sorted(p.name for p in (tmp_path / "pseudo" / "fold1").iterdir()) == ["rounds.json"]
 
 
 def test_predict_takes_the_student_when_it_is_fastest_within_tolerance_of_the_best() -> None:
@@ -167,7 +169,8 @@ def test_predict_takes_the_student_when_it_is_fastest_within_tolerance_of_the_be
     assert "within 0.10 pt OOF of fp32" in choice["reason"] and "student_int8 (OOF -0.20 pts)" in choice["reason"]
     report["student"]["oof_score"] = 0.9420  # the student is the best: the bar is its score
     choice = choose_predict_graph(report, tolerance=0.001)
-    assert choice["graph"] == "student" and "of student" in choice["reason"] and "fp32 (OOF -0.20 pts)" in choice["reason"]
+    assert choice["graph"] == "student" and "of student" in choice["reason"]
+    assert "fp32 (OOF -0.20 pts)" in choice["reason"]
 
 
 def test_export_json_may_name_a_graph_below_its_folder_but_not_outside(tmp_path: Path) -> None:
