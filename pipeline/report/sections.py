@@ -5,9 +5,9 @@
 Key figures; training curves; folds; ensemble candidates; calibration; tuning (after `foldwise
 tune`); the ladder (after `foldwise ladder`); what the network learned (filters, activations,
 embedding); OOF confusion matrix, per-class scores, confused pairs; misclassified and least
-confident correct images; export; pseudo-labels and the distilled student; inference throughput (after `foldwise bench infer`);
-submission; OOF against the public score; CV against LB; environment; params. A section that does
-not apply to the run says so (pipeline/report/content.py `not_applicable`).
+confident correct images; export; pseudo-labels and the distilled student; inference
+throughput (after `foldwise bench infer`); submission; OOF against the public score; CV against
+LB; environment; params. A section that does not apply to the run says so (pipeline/report/content.py `not_applicable`).
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from pipeline.core.config import build, load_section, params_hash, read_params
 from pipeline.core.console import run_stage
 from pipeline.training.distill import DistillParams, student_oof, train_students
 from serve.atomic import write_json
+from serve.errors import UserError
 
 _logger = logging.getLogger(__spec__.name if __spec__ else __name__)  # pipeline.stages.<name>, also under -m
 HONESTY = ("student k trained on fold k's training rows with the soft targets of fold k's model, which trained on "
@@ -36,11 +37,15 @@ def run(d: DistillParams, prepared: Path = paths.PREPARED, out: Path = paths.STU
     from pipeline.evaluation.metrics import from_meta
     from pipeline.export.params import ExportParams
     from pipeline.export.student import export_student
+    from pipeline.training.distill import student_params
     from pipeline.training.params import TrainParams
 
     train = load_section("train", TrainParams)
+    student_params(train, d, lambda msg, key=None: UserError(f"params.yaml: distill{'.' + key if key else ''}: {msg}"))
     export = load_section("export", ExportParams)
     files = paths.Prepared(prepared)
+    if not files.meta.is_file():
+        raise UserError(f"{files.meta}: not found (run the prepare and train stages first)")
     meta = json.loads(files.meta.read_text())
     metric, positive = from_meta(meta), meta.get("positive")
     teachers = paths.final_fold_dirs(meta["n_folds"])

@@ -159,6 +159,14 @@ CASES: dict[str, Case] = {
                                    train_params("  epochs: 1\n")),
     "train: unknown optimizer": Case(["train", "--fold", "0"], ["train.optimizer: unknown timm optimizer 'adamx'"],
                                      train_params("  optimizer: adamx\n")),
+    "pseudo: threshold outside [0, 1]": Case(
+        ["pseudo", "--fold", "0"], ["params.yaml: train.pseudo_labels.threshold: must be in [0, 1], got 1.5"],
+        train_params("  pseudo_labels: {rounds: 1, threshold: 1.5}\n")),
+    "distill: temperature 0": Case(["distill"], ["params.yaml: distill.temperature: must be > 0, got 0"],
+                                   files({"params.yaml": "distill:\n  enabled: true\n  temperature: 0\n"})),
+    "distill: a student the config rejects": Case(
+        ["distill"], ["params.yaml: distill.model: unknown timm model 'resnet9000'"],
+        files({"params.yaml": "distill:\n  enabled: true\n  model: resnet9000\n"})),
     # ---- predict: outputs that are inputs (nothing may be overwritten)
     "predict: output is the input": Case(PRED + ["--input", "test.csv", "--output", "test.csv"],
                                          ["--output test.csv is the same file as --input test.csv"], predict_files()),
