@@ -1,6 +1,6 @@
 """Stage `predict`: the test images through the graph export chose (models/export.json: the fastest
-within export.predict_tolerance OOF of FP32) with onnxruntime, into a submission validated
-against the sample submission. torch is never imported: this is serve/'s own `predict_file`.
+within export.predict_tolerance OOF of the best full-precision graph) with onnxruntime, into a
+submission validated against the sample submission. torch is never imported: this is serve/'s own `predict_file`.
 
     python -m pipeline.stages.predict        # what dvc.yaml runs; = foldwise predict --config params.yaml
                                              #   --model models/export.json --input data/prepared/test_images.npy
