@@ -21,7 +21,8 @@ COMMON_OPTIMIZERS = {"sgd", "nesterov", "momentum", "adam", "adamw"}  # in every
 @dataclass
 class PseudoLabelParams:
     """params.yaml `train.pseudo_labels`: rounds of retraining each fold with the test images,
-    labelled by that fold's own model of the round before (never by the ensemble: docs/pseudo-labels-and-distillation.md)."""
+    labelled by that fold's own model of the round before, never by the ensemble
+    (docs/pseudo-labels-and-distillation.md)."""
     rounds: int = 0                      # 0: off; the pseudo@k stage trains rounds 1..rounds
     targets: Literal["soft", "hard"] = "soft"  # the teacher's probabilities, or its most probable class
     threshold: float = 0.0               # test images whose teacher's top probability is lower stay out

@@ -66,7 +66,8 @@ def test_the_student_is_scored_out_of_fold_and_exported_with_the_ensembles_contr
 
 def test_dvc_status_knows_what_each_round_and_the_student_depend_on(project) -> None:
     project, _ = project
-    assert dvc(project, "status", "--with-deps", "predict").stdout.strip().endswith("Data and pipelines are up to date.")
+    status = dvc(project, "status", "--with-deps", "predict").stdout
+    assert status.strip().endswith("Data and pipelines are up to date."), status
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"]["pseudo_labels"]["weight"] = 0.5
     params["distill"]["temperature"] = 3.0
