@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.report.content import Block, Code, Figure, Heading, Kpis, Table, Text
 from serve.atomic import atomic_path
 
@@ -99,6 +101,21 @@ def _widths(pdf, columns: list[str], rows: list[list[str]], room: float) -> list
     return [max(f, min(w, lo)) for w, f in zip(natural, floor)]
 
 
+def _column_groups(pdf, columns: list[str], rows: list[list[str]]) -> list[list[int]]:
+    """Column indices in groups that each fit the page at the smallest size, the first column
+    repeated in every group (a table wider than the page is printed as several, never cut)."""
+    groups, current, used = [], [0], 0.0
+    natural = _widths(pdf, columns, rows, float("inf"))
+    used = natural[0]
+    for i in range(1, len(columns)):
+        if used + natural[i] > pdf.epw - 1 and len(current) > 1:
+            groups.append(current)
+            current, used = [0], natural[0]
+        current.append(i)
+        used += natural[i]
+    return [*groups, current]
+
+
 def _table(pdf, block: Table) -> None:
     columns, rows = block.cells()
     if not columns:
@@ -109,6 +126,13 @@ def _table(pdf, block: Table) -> None:
         widths = _widths(pdf, columns, rows, pdf.epw)
         if sum(widths) < pdf.epw - 1:
             break
+    else:
+        groups = _column_groups(pdf, columns, rows)
+        if len(groups) > 1:
+            for group in groups:
+                _table(pdf, Table(pd.DataFrame([[r[i] for i in group] for r in rows],
+                                               columns=[columns[i] for i in group]), block.id, block.floatfmt))
+            return
     with pdf.table(col_widths=widths, width=min(sum(widths), pdf.epw), text_align="RIGHT", line_height=size * 0.5,
                    first_row_as_headings=True, headings_style=_headings_style(), padding=0.8) as t:
         for row in [columns, *rows]:

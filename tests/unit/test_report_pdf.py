@@ -56,3 +56,12 @@ def test_the_pdf_has_a_title_page_contents_every_figure_and_page_numbers(tmp_pat
     assert "0.9123" in body and "Δ ✔ →" in body and '"lr": 0.003' in body
     assert [o.title for o in reader.outline if not isinstance(o, list)][:2] == ["Folds", "Section 0"]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_table_wider_than_the_page_is_printed_in_column_groups_not_cut(tmp_path: Path) -> None:
+    wide = pd.DataFrame([[f"row{r}", *[1234.5678 + c for c in range(30)]] for r in range(3)],
+                        columns=["name", *[f"a long column name {c}" for c in range(30)]])
+    write_pdf([Heading("Wide"), Table(wide, "wide", "{:.1f}")], tmp_path / "wide.pdf", "wide")
+    text = "".join(page.extract_text() for page in PdfReader(tmp_path / "wide.pdf").pages)
+    assert "a long column name 29" in text and "1263.6" in text  # the last column, and its numbers
+    assert text.count("row2") > 1  # the first column repeated in every group
