@@ -34,9 +34,7 @@ HONESTY = ("student k trained on fold k's training rows with the soft targets of
 
 
 def run(d: DistillParams, prepared: Path = paths.PREPARED, out: Path = paths.STUDENT) -> dict:
-    from pipeline.evaluation.metrics import from_meta
     from pipeline.export.params import ExportParams
-    from pipeline.export.student import export_student
     from pipeline.training.distill import student_params
     from pipeline.training.params import TrainParams
 
@@ -47,10 +45,23 @@ def run(d: DistillParams, prepared: Path = paths.PREPARED, out: Path = paths.STU
     if not files.meta.is_file():
         raise UserError(f"{files.meta}: not found (run the prepare and train stages first)")
     meta = json.loads(files.meta.read_text())
-    metric, positive = from_meta(meta), meta.get("positive")
     teachers = paths.final_fold_dirs(meta["n_folds"])
     work = out.with_name(out.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
+    try:
+        return _train_and_export(d, train, export, meta, teachers, work, prepared, out)
+    except BaseException:  # nothing half-written stays beside the stage's output
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _train_and_export(d: DistillParams, train, export, meta: dict, teachers: dict, work: Path, prepared: Path,
+                      out: Path) -> dict:
+    from pipeline.evaluation.metrics import from_meta
+    from pipeline.export.student import export_student
+
+    files = paths.Prepared(prepared)
+    metric, positive = from_meta(meta), meta.get("positive")
     result = train_students(train, d, teachers, work, prepared)
     labels = result.pop("labels")
     oof = student_oof(work, sorted(teachers), labels, metric, positive)

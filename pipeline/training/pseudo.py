@@ -92,29 +92,33 @@ def run_pseudo_fold(params: TrainParams, fold: int, seed: int, prepared: Path = 
                 "train_seconds": round0_metrics["train_seconds"], "pseudo_labelled": 0}]
     work = final.with_name(final.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
-    for r in range(1, pl.rounds + 1):
-        t0 = time.perf_counter()
-        probs = teacher_probs(teacher, test, params)
-        keep = pseudo_rows(probs, pl.threshold)
-        if len(keep) == 0:
-            raise UserError(f"params.yaml: train.pseudo_labels.threshold: {pl.threshold} leaves no test image "
-                            f"(round {r}, fold {fold}: the most confident has {probs.max():.3f})")
-        _logger.info("fold %d round %d: %d of %d test images pseudo-labelled (%s, threshold %.2f, weight %.2f)",
-                     fold, r, len(keep), len(test), pl.targets, pl.threshold, pl.weight)
+    try:
+        for r in range(1, pl.rounds + 1):
+            t0 = time.perf_counter()
+            probs = teacher_probs(teacher, test, params)
+            keep = pseudo_rows(probs, pl.threshold)
+            if len(keep) == 0:
+                raise UserError(f"params.yaml: train.pseudo_labels.threshold: {pl.threshold} leaves no test image "
+                                f"(round {r}, fold {fold}: the most confident has {probs.max():.3f})")
+            _logger.info("fold %d round %d: %d of %d test images pseudo-labelled (%s, threshold %.2f, weight %.2f)",
+                         fold, r, len(keep), len(test), pl.targets, pl.threshold, pl.weight)
 
-        def plan(meta: dict, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
-                 keep: np.ndarray = keep, probs: np.ndarray = probs) -> TargetPlan:
-            return TargetPlan.build(images, labels, train_rows, len(meta["classes"]), params.label_smoothing,
-                                    extra_images=np.asarray(test[keep]), extra_soft=probs[keep],
-                                    extra_hard=pl.targets == "hard", extra_weight=pl.weight)
+            def plan(meta: dict, images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
+                     keep: np.ndarray = keep, probs: np.ndarray = probs) -> TargetPlan:
+                return TargetPlan.build(images, labels, train_rows, len(meta["classes"]), params.label_smoothing,
+                                        extra_images=np.asarray(test[keep]), extra_soft=probs[keep],
+                                        extra_hard=pl.targets == "hard", extra_weight=pl.weight)
 
-        round_dir = work / f"round{r}"
-        metrics = run_fold(params, fold, seed, prepared, folds=round_dir, checkpoints=checkpoints / f"round{r}",
-                           curves=round_dir, targets=plan)
-        history.append({"round": r, "val_score": metrics["val_score"], "val_accuracy": metrics["val_accuracy"],
-                        "train_seconds": round(time.perf_counter() - t0, 1), "pseudo_labelled": int(len(keep)),
-                        "pseudo_mean_confidence": round(float(probs[keep].max(1).mean()), 6)})
-        teacher = paths.fold_dir(fold, round_dir)
+            round_dir = work / f"round{r}"
+            metrics = run_fold(params, fold, seed, prepared, folds=round_dir, checkpoints=checkpoints / f"round{r}",
+                               curves=round_dir, targets=plan)
+            history.append({"round": r, "val_score": metrics["val_score"], "val_accuracy": metrics["val_accuracy"],
+                            "train_seconds": round(time.perf_counter() - t0, 1), "pseudo_labelled": int(len(keep)),
+                            "pseudo_mean_confidence": round(float(probs[keep].max(1).mean()), 6)})
+            teacher = paths.fold_dir(fold, round_dir)
+    except BaseException:  # nothing half-written stays beside the stage's output
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     last = paths.fold_dir(fold, work / f"round{pl.rounds}")
     for f in last.iterdir():
         shutil.copy2(f, work / f.name)
