@@ -65,9 +65,15 @@ def _student(run: Run) -> list[Block]:
                      "img/s": f"{rate:.0f}" if rate else "", "MB": f"{nbytes / 1e6:.2f}" if nbytes else "",
                      "× ens.": f"{rate / speed['fp32']:.2f}" if rate and speed.get("fp32") else ""})
     choice = ex.get("predict_graph") or {}
+    bench = [r for r in ((run.bench or {}).get("result") or []) if "student_vs_one_fold" in r]
+    against_fold = [Text("foldwise bench infer (" + ", ".join(
+        f"batch {r['batch']}: student {r['student_fp32']:.0f} images/s, {r['student_vs_one_fold']:.2f}x one fold "
+        f"model, {r['student_vs_ensemble']:.2f}x the ensemble" for r in bench) + "; MB: one fold model "
+        f"{bench[0]['one_fold_bytes'] / 1e6:.2f}, student {bench[0]['student_fp32_bytes'] / 1e6:.2f}).",
+        id="student_bench")] if bench else []
     return [Text(f"Distilled student {student['model']} (temperature {student['temperature']}, alpha "
                  f"{student['alpha']}, {student['test_images']} test images). {student['honesty']}", id="student"),
-            Table(pd.DataFrame(rows), "student_vs_ensemble", "{:.4f}"),
+            Table(pd.DataFrame(rows), "student_vs_ensemble", "{:.4f}"), *against_fold,
             Text(f"predict runs {choice.get('graph', '?')}: {choice.get('reason', 'export has not run')}. The public "
                  "part is reported beside the OOF score, never used to choose.", muted=True)]
 
