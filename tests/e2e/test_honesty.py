@@ -118,7 +118,8 @@ def test_pseudo_labels_from_the_full_ensemble_leak_and_the_fold_wise_teacher_doe
     print(f"pseudo-labels: honest OOF {honest_oof:.4f} vs fresh {honest_fresh:.4f}; "
           f"leaky OOF {leaky_oof:.4f} vs fresh {leaky_fresh:.4f}")
     # the leak: fold scores rise well above the honest protocol's, and above what those models score on fresh rows
-    # (measured: +8.3 points over the honest OOF, +8.9 over fresh rows; honest OOF vs fresh: 2.6 points, inside the intervals)
+    # (measured: +8.3 points over the honest OOF, +8.9 over fresh rows; honest OOF vs fresh: 2.6 points, inside
+    # the intervals)
     assert leaky_oof > honest_oof + 0.05, (leaky_oof, honest_oof)
     assert leaky_oof > leaky_fresh + 0.05, (leaky_oof, leaky_fresh)
     # honest: the reported OOF score is what fresh labelled rows give, within noise
