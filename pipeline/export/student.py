@@ -116,3 +116,23 @@ def read_student(student_dir: Path = paths.STUDENT) -> dict | None:
         return None
     report = json.loads(path.read_text())
     return report if report.get("enabled") else None
+
+
+def student_on_rows(student: dict, student_dir: Path, rows: np.ndarray, labels: np.ndarray, metric: Metric,
+                    positive: int | None) -> dict[str, dict]:
+    """The student's graph entries for export.json, scored on `rows` (the rows export scores the
+    ensemble's graphs on): each row by the cross-fitted student that never saw it, plus each
+    variant's change measured on the probe student (module docstring)."""
+    folds = [paths.FoldFiles(paths.fold_dir(int(k), student_dir / "folds")) for k in student["folds"]]
+    oof_rows = np.concatenate([np.load(f.oof_rows) for f in folds])
+    oof_probs = np.concatenate([np.load(f.oof_probs) for f in folds])
+    pick = np.isin(oof_rows, rows)
+    y, p = labels[oof_rows[pick]], oof_probs[pick]
+    base = metric.score(y, p, positive)
+    out = {}
+    for g, e in student["graphs"].items():
+        entry = {**e, "rows": int(pick.sum()), "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6)}
+        if e.get("checked"):
+            entry["oof_score"] = round(base + e.get("probe_delta", 0.0), 6)
+        out[g] = entry
+    return out

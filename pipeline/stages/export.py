@@ -29,7 +29,7 @@ from pipeline.export.graph import export_onnx, graph_metadata, stamp
 from pipeline.export.params import ExportParams
 from pipeline.export.parity import parity_check
 from pipeline.export.speed import measure_speed
-from pipeline.export.student import read_student
+from pipeline.export.student import read_student, student_on_rows
 from pipeline.export.variants import oof_scores, quantize_int8, score_variant, to_fp16
 from pipeline.modeling.ensemble import load_ensemble
 from serve.atomic import atomic_path, write_json
@@ -81,7 +81,7 @@ def run(params: ExportParams, prepared: Path = paths.PREPARED, ensemble_json: Pa
         timed = {g: tmp[g] for g in tmp if g == "fp32" or report[g].get("checked")}
         student = read_student(student_dir)
         if student is not None:  # the distilled student's graphs compete on the same rule (pipeline/export/student.py)
-            report.update(student["graphs"])
+            report.update(student_on_rows(student, student_dir, eval_rows, labels, metric, positive))
             timed.update({g: student_dir.parent / e["file"] for g, e in student["graphs"].items() if e["checked"]})
         report["speed"] = measure_speed(timed, x_eval, params.speed_batch, min_seconds=params.speed_seconds)
         report["predict_graph"] = choose_predict_graph(report, params.predict_tolerance)
