@@ -91,7 +91,8 @@ def test_second_repro_runs_nothing(repro) -> None:
     assert "Running stage" not in again.stdout, again.stdout
 
 
-STAGES = ("download", "prepare", "train@0", "train@1", "ensemble", "export", "predict", "submit", "report")
+STAGES = ("download", "prepare", "train@0", "train@1", "pseudo@0", "pseudo@1", "ensemble", "distill", "export",
+          "predict", "submit", "report")
 
 
 @pytest.mark.parametrize("module", ["pipeline/core/config.py", "pipeline/training/loop.py",
@@ -299,8 +300,9 @@ def _stale_stages(project: Path) -> set[str]:
 
 def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_dependents(repro) -> None:
     """Last in this module (after the report test, on the same project): an augmentation param stales
-    every fold and nothing upstream; an export param only export; a fold's seed retrains that fold
-    only, and its new outputs stale the stages that read the folds."""
+    every fold and what trains with the same recipe (the pseudo-label rounds, the student), nothing
+    upstream; an export param only export; a fold's seed retrains that fold (and its rounds, which
+    run with that seed) only, and its new outputs stale the stages that read the folds."""
     project, _, _ = repro
     params_path = project / "params.yaml"
     assert _stale_stages(project) == set()
@@ -310,7 +312,7 @@ def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_depend
     params["train"]["augment"] = {"transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": [
         {"__class_fullname__": "HorizontalFlip", "p": 0.25}]}}
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _stale_stages(project) == {"train@0", "train@1"}
+    assert _stale_stages(project) == {"train@0", "train@1", "pseudo@0", "pseudo@1", "distill"}
 
     params = yaml.safe_load(baseline)
     params["export"]["parity_rows"] = 32
@@ -320,8 +322,8 @@ def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_depend
     params = yaml.safe_load(baseline)
     params["train"]["folds"][1]["seed"] = 7
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _stale_stages(project) == {"train@1"}
+    assert _stale_stages(project) == {"train@1", "pseudo@1"}
     rerun = dvc(project, "repro", "train@1")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert [ln for ln in rerun.stdout.splitlines() if ln.startswith("Running stage")] == ["Running stage 'train@1':"]
-    assert _stale_stages(project) == {"ensemble", "export", "report"}  # each reads models/folds
+    assert _stale_stages(project) == {"pseudo@1", "ensemble", "distill", "export", "report"}  # each reads the folds
