@@ -30,7 +30,7 @@ from pipeline.training.targets import TargetPlan
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_torch_thread")]
 N_TRAIN, N_FRESH, N_FOLDS, CLASSES, NOISE = 480, 480, 3, 4, 0.5
-RECIPE = {"model": "foldwise_mlp", "model_kwargs": {"hidden": [256]}, "epochs": 30, "batch_size": 32, "lr": 0.01,
+RECIPE = {"model": "foldwise_mlp", "model_kwargs": {"hidden": [256]}, "epochs": 20, "batch_size": 32, "lr": 0.01,
           "weight_decay": 0.0, "label_smoothing": 0.0, "drop_rate": 0.0, "augment": {}, "amp": "off",
           "device": "cpu", "warmup_epochs": 0.0, "channels_last": False,
           "folds": [{"fold": k, "seed": k} for k in range(N_FOLDS)]}
@@ -118,7 +118,7 @@ def test_pseudo_labels_from_the_full_ensemble_leak_and_the_fold_wise_teacher_doe
     print(f"pseudo-labels: honest OOF {honest_oof:.4f} vs fresh {honest_fresh:.4f}; "
           f"leaky OOF {leaky_oof:.4f} vs fresh {leaky_fresh:.4f}")
     # the leak: fold scores rise well above the honest protocol's, and above what those models score on fresh rows
-    # (measured: +8.3 points over the honest OOF, +8.9 over fresh rows; honest OOF vs fresh: 2.6 points, inside
+    # (measured: +8.1 points over the honest OOF, +8.5 over fresh rows; honest OOF vs fresh: 2.6 points, inside
     # the intervals)
     assert leaky_oof > honest_oof + 0.05, (leaky_oof, honest_oof)
     assert leaky_oof > leaky_fresh + 0.05, (leaky_oof, leaky_fresh)

@@ -317,7 +317,7 @@ def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_depend
     params = yaml.safe_load(baseline)
     params["export"]["parity_rows"] = 32
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _stale_stages(project) == {"export"}
+    assert _stale_stages(project) == {"export", "distill"}  # the student's graphs pass export's gate
 
     params = yaml.safe_load(baseline)
     params["train"]["folds"][1]["seed"] = 7
@@ -327,3 +327,48 @@ def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_depend
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert [ln for ln in rerun.stdout.splitlines() if ln.startswith("Running stage")] == ["Running stage 'train@1':"]
     assert _stale_stages(project) == {"pseudo@1", "ensemble", "distill", "export", "report"}  # each reads the folds
+
+
+def test_pseudo_label_rounds_and_the_student_run_as_dvc_stages(repro) -> None:
+    """After the seed test (the very last, on the same project): one pseudo-label round per fold and a
+    distilled student through `dvc repro` (round 1 of fold k from fold k's own round 0, the ensemble of
+    the last round, the student scored out of fold with its graphs in export's choice, predict on the
+    student's graph), and `dvc status` knows what the rounds and the student depend on: their params
+    stale them, and not round 0 (the honesty itself: tests/e2e/test_honesty.py)."""
+    project, _, _ = repro
+    params_path = project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["train"]["pseudo_labels"].update(rounds=1, threshold=0.0)
+    params["distill"].update(enabled=True, model="test_resnet", epochs=1)
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(project, "repro", "predict")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ran = [ln for ln in result.stdout.splitlines() if ln.startswith("Running stage")]
+    assert not any("'train@" in ln for ln in ran), ran  # round 0 is not retrained
+    for k in (0, 1):
+        rounds = json.loads((project / f"models/pseudo/fold{k}/rounds.json").read_text())
+        assert rounds["rounds"] == 1 and [h["round"] for h in rounds["history"]] == [0, 1]
+        assert rounds["history"][1]["pseudo_labelled"] == 120  # every test image of the slice (threshold 0)
+    assert json.loads((project / "models/ensemble.json").read_text())["fold_dirs"] == [
+        "models/pseudo/fold0", "models/pseudo/fold1"]
+    assert json.loads((project / "metrics.json").read_text())["pseudo_labels"]["rounds"] == 1
+
+    student = json.loads((project / "models/student/student.json").read_text())
+    assert student["enabled"] and student["oof"]["rows"] == 400 and set(student["folds"]) == {"0", "1"}
+    assert student["graphs"]["student"]["parity"]["passed"]
+    export = json.loads((project / "models/export.json").read_text())
+    assert {"student", "student_int8"} <= set(export["speed"]["images_per_second"])
+    assert export["student"]["oof_score"] == student["oof"]["oof_score"]  # the same rows: all 400 here
+    out, probs = project / "student_preds.csv", project / "student_probs.csv"
+    res = run_cli("predict", "--model", "models/student/student.onnx", "--input", "data/prepared/test_images.npy",
+                  "--ids", "data/prepared/test_ids.csv", "--output", str(out), "--probs", str(probs), cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert pd.read_csv(out, dtype=str)["id"].tolist() == pd.read_csv(project / "submissions/submission.csv",
+                                                                      dtype=str)["id"].tolist()
+    assert (pd.read_csv(probs).iloc[:, 1:].sum(1) - 1.0).abs().max() < 1e-4
+
+    params["train"]["pseudo_labels"]["weight"] = 0.5
+    params["distill"]["temperature"] = 3.0
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    stale = _stale_stages(project)
+    assert {"pseudo@0", "pseudo@1", "distill"} <= stale and not {"train@0", "train@1"} & stale, stale
