@@ -331,20 +331,21 @@ def test_changing_one_folds_seed_or_an_augmentation_param_reruns_only_its_depend
 
 def test_pseudo_label_rounds_and_the_student_run_as_dvc_stages(repro) -> None:
     """After the seed test (the very last, on the same project): one pseudo-label round per fold and a
-    distilled student through `dvc repro` (round 1 of fold k from fold k's own round 0, the ensemble of
-    the last round, the student scored out of fold with its graphs in export's choice, predict on the
-    student's graph), and `dvc status` knows what the rounds and the student depend on: their params
-    stale them, and not round 0 (the honesty itself: tests/e2e/test_honesty.py)."""
+    distilled student through `dvc repro export` (round 1 of fold k from fold k's own round 0, the
+    ensemble of the last round, the student scored out of fold with its graphs in export's choice),
+    `foldwise predict` on the student's graph, and `dvc status` knows what the rounds and the student
+    depend on: their params stale them, and not round 0 (the honesty itself: tests/e2e/test_honesty.py)."""
     project, _, _ = repro
     params_path = project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["train"]["pseudo_labels"].update(rounds=1, threshold=0.0)
-    params["distill"].update(enabled=True, model="test_resnet", epochs=1)
+    params["distill"].update(enabled=True, model="test_resnet", epochs=1, test_images=False)  # with them: test_honesty
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    result = dvc(project, "repro", "predict")
+    result = dvc(project, "repro", "export")  # predict on the student's graph: the CLI below
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ran = [ln for ln in result.stdout.splitlines() if ln.startswith("Running stage")]
     assert not any("'train@" in ln for ln in ran), ran  # round 0 is not retrained
+    assert {"Running stage 'pseudo@0':", "Running stage 'distill':", "Running stage 'export':"} <= set(ran), ran
     for k in (0, 1):
         rounds = json.loads((project / f"models/pseudo/fold{k}/rounds.json").read_text())
         assert rounds["rounds"] == 1 and [h["round"] for h in rounds["history"]] == [0, 1]
