@@ -38,7 +38,7 @@ import torch
 from pipeline.bench.gpu_data import write_prepared
 from pipeline.bench.gpu_export import export_and_infer
 from pipeline.bench.gpu_resume import kill_and_resume
-from pipeline.bench.train import timed_steps, train_flops_per_image
+from pipeline.bench.train import matmul_tflops, timed_steps, train_flops_per_image
 from pipeline.core.config import build
 from pipeline.core.provenance import machine, versions
 from pipeline.data.batches import load_prepared, seed_everything
@@ -49,22 +49,6 @@ from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]   # the source tree (presets/ beside pipeline/)
-
-
-def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 0.5) -> float:
-    """Achievable TFLOP/s of an n x n matrix product (2 n^3 FLOPs each), timed after a warm-up."""
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    count, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(10):
-            a @ b
-        count += 10
-        sync()
-    return 2 * n**3 * count / (time.perf_counter() - t0) / 1e12
 
 
 def preset_params(preset: Path, device: torch.device, batch_size: int | None, **changes) -> TrainParams:

@@ -7,7 +7,9 @@
 (their ratio says what bf16 buys on this machine), the FLOPs of a step (torch.utils.flop_counter)
 and the GFLOP/s reached; and the real training loop (DataLoader, Albumentations, the train step)
 against the step on pre-made tensors (the same augmented batches, already in memory): their
-images/s ratio is the data path's cost. All interleaved in one run.
+images/s ratio is the data path's cost; and the denominator: a plain 2048 x 2048 matrix product in
+each precision, measured in the same rounds, with each precision's training GFLOP/s as a fraction
+of it. All interleaved in one run.
 
 `bench fold`: one fold's training time projected from the real loop's and validation's images/s
 under params.yaml and under another params/preset file, measured interleaved in one run (a speed
@@ -34,6 +36,8 @@ from pipeline.training.hardware import describe, resolve_device, resolve_precisi
 from pipeline.training.loop import TrainingSetup, train_step
 from pipeline.training.params import TrainParams
 
+MATMUL_N = 2048  # the denominator's matrix size (`foldwise bench train`): n x n @ n x n, 2 n^3 FLOPs
+
 _logger = logging.getLogger(__name__)
 
 
@@ -50,6 +54,22 @@ def timed_steps(setup: TrainingSetup, batches, params: TrainParams, device: torc
     if device.type == "cuda":
         torch.cuda.synchronize()
     return images / (time.perf_counter() - t0)
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 0.5) -> float:
+    """Achievable TFLOP/s of an n x n matrix product (2 n^3 FLOPs each), timed after a warm-up."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            a @ b
+        count += 10
+        sync()
+    return 2 * n**3 * count / (time.perf_counter() - t0) / 1e12
 
 
 def train_flops_per_image(setup: TrainingSetup, x: torch.Tensor, y: torch.Tensor,
@@ -105,7 +125,11 @@ def bench_train(steps: int = 40, fold: int = 0, warmup: int = 3, rounds: int = 2
     for setup in setups.values():
         timed_steps(setup, iter(premade[:warmup]), params, device, warmup)
     rates: dict[str, list[float]] = {"loop": [], **{name: [] for name in setups}}
+    matmul = {name: [] for name in setups}  # the denominator: a plain n x n product, in the same rounds
     for r in range(rounds):  # interleave, alternating the order, so drift in load hits every side alike
+        for name in setups:
+            matmul[name].append(1e3 * matmul_tflops(device, {"fp32": torch.float32, "bf16": torch.bfloat16,
+                                                             "fp16": torch.float16}[name], MATMUL_N, 0.3))
         loop_setup.sampler.set_epoch(2 + r)
         jobs = [("loop", loop_setup, lambda: iter(loop_setup.loader))]
         jobs += [(name, setup, lambda: iter(premade)) for name, setup in setups.items()]
@@ -120,6 +144,11 @@ def bench_train(steps: int = 40, fold: int = 0, warmup: int = 3, rounds: int = 2
                              for name in setups},
               "bf16_vs_fp32": med["bf16"] / med["fp32"],
               "train_loop_images_per_s": med["loop"], "pure_compute_images_per_s": med[configured]}
+    result["matmul_n"] = MATMUL_N
+    for name in setups:
+        mm = float(np.median(matmul[name]))
+        result["precisions"][name].update(matmul_gflops_per_s=mm,
+                                          fraction_of_matmul=result["precisions"][name]["gflops_per_s"] / mm)
     result["ratio"] = result["train_loop_images_per_s"] / result["pure_compute_images_per_s"]
     result["data_path_overhead"] = 1 - result["ratio"]
     return result

@@ -37,9 +37,11 @@ def bench_train(steps: int = typer.Option(40, help="Train steps per measurement.
     typer.echo(f"CPU {r['cpu']}")
     typer.echo(f"FLOPs per image: forward {r['flops_per_image_forward'] / 1e6:.1f} M, "
                f"train step (forward + backward) {r['flops_per_image_train_step'] / 1e6:.1f} M")
-    typer.echo(f"{'precision':<10} {'images/s':>9} {'GFLOP/s':>8}")
+    typer.echo(f"{'precision':<10} {'images/s':>9} {'GFLOP/s':>8} {'matmul GFLOP/s':>15} {'of matmul':>10}"
+               f"   (matmul: {r['matmul_n']}x{r['matmul_n']} in the same rounds)")
     for name, v in r["precisions"].items():
-        typer.echo(f"{name:<10} {v['images_per_s']:>9.0f} {v['gflops_per_s']:>8.1f}")
+        typer.echo(f"{name:<10} {v['images_per_s']:>9.0f} {v['gflops_per_s']:>8.1f} {v['matmul_gflops_per_s']:>15.1f} "
+                   f"{100 * v['fraction_of_matmul']:>9.0f}%")
     typer.echo(f"bf16 / fp32: {r['bf16_vs_fp32']:.2f}x")
     typer.echo(f"train.amp -> {r['precision']}")
     typer.echo(f"training loop ({r['configured']}) {r['train_loop_images_per_s']:8.0f} images/s")
