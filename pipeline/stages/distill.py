@@ -35,11 +35,11 @@ HONESTY = ("student k trained on fold k's training rows with the soft targets of
 
 def run(d: DistillParams, prepared: Path = paths.PREPARED, out: Path = paths.STUDENT) -> dict:
     from pipeline.export.params import ExportParams
-    from pipeline.training.distill import student_params
+    from pipeline.training.distill import distill_error, student_params
     from pipeline.training.params import TrainParams
 
     train = load_section("train", TrainParams)
-    student_params(train, d, lambda msg, key=None: UserError(f"params.yaml: distill{'.' + key if key else ''}: {msg}"))
+    student_params(train, d, distill_error)
     export = load_section("export", ExportParams)
     files = paths.Prepared(prepared)
     if not files.meta.is_file():

@@ -98,7 +98,7 @@ def train_students(train: TrainParams, d: DistillParams, teachers: dict[int, Pat
     from pipeline.training.pseudo import load_test_images
     from pipeline.training.targets import TargetPlan
 
-    err = _err("distill")
+    err = distill_error
     params = student_params(train, d, err)
     meta, images, labels, _ = load_prepared(prepared, min(teachers))
     test = np.asarray(load_test_images(prepared, "params.yaml: distill.test_images")) if d.test_images else None
@@ -133,10 +133,11 @@ def train_students(train: TrainParams, d: DistillParams, teachers: dict[int, Pat
             "test_images": 0 if test is None else int(len(test)), "labels": labels, "meta": meta}
 
 
-def _err(section: str):
+def distill_error(msg: str, key: str | None = None) -> Exception:
+    """The one-line error of a `distill` param (`params.yaml: distill.<key>: <msg>`)."""
     from serve.errors import UserError
 
-    return lambda msg, key=None: UserError(f"params.yaml: {section}{'.' + key if key else ''}: {msg}")
+    return UserError(f"params.yaml: distill{'.' + key if key else ''}: {msg}")
 
 
 def student_oof(work: Path, folds: list[int], labels: np.ndarray, metric, positive) -> dict:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pipeline.core import paths
 from pipeline.core.config import build
 from pipeline.export.choice import choose_predict_graph
-from pipeline.training.distill import DistillParams, student_params
+from pipeline.training.distill import DistillParams, distill_error, student_params
 from pipeline.training.params import TrainParams
 from pipeline.training.pseudo import load_test_images, record_off
 from pipeline.training.targets import StackedImages, TargetLoss, TargetPlan, plan_fingerprint, pseudo_rows, soften
@@ -21,10 +21,6 @@ from serve.engine import resolve_model
 from serve.errors import UserError
 
 C = 3
-
-
-def _err(section: str):
-    return lambda msg, key=None: UserError(f"params.yaml: {section}{'.' + key if key else ''}: {msg}")
 
 
 def test_stacked_images_read_two_arrays_as_one_without_copying_either() -> None:
@@ -130,11 +126,11 @@ def test_a_student_the_config_rejects_fails_naming_distill_model() -> None:
     d = build(DistillParams, {"enabled": True, "model": "resnet_does_not_exist"}, "distill")
     with pytest.raises(UserError,
                        match=r"^params\.yaml: distill\.model: unknown timm model 'resnet_does_not_exist'"):
-        student_params(TrainParams(), d, _err("distill"))
+        student_params(TrainParams(), d, distill_error)
     with pytest.raises(UserError, match=r"^params\.yaml: distill\.enabled: the student learns soft targets"):
-        student_params(TrainParams(mixup_alpha=0.2), build(DistillParams, {}, "distill"), _err("distill"))
+        student_params(TrainParams(mixup_alpha=0.2), build(DistillParams, {}, "distill"), distill_error)
     p = student_params(TrainParams(epochs=6), build(DistillParams, {"model": "foldwise_cnn", "epochs": 3},
-                                                    "distill"), _err("distill"))
+                                                    "distill"), distill_error)
     assert (p.model, p.epochs, p.lr, p.pseudo_labels.rounds) == ("foldwise_cnn", 3, TrainParams().lr, 0)
 
 
