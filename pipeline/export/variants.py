@@ -2,10 +2,11 @@
 
     quantize_int8(fp32, int8, calibration_images)      # onnxruntime static QDQ, per-channel
     to_fp16(fp32, fp16)                                 # float16 inside, uint8 in / float32 out (GPUs)
-    score_variant(int8, x, y, row_folds, folds, fp32_scores, fp32_probs, metric, positive)
+    fp32 = oof_scores(own_fold_probs(fp32_path, x, row_folds, folds, tmp), y, metric, positive)
+    score_variant(int8, x, y, row_folds, folds, fp32, fp32_own, metric, positive, tmp)
 
-`fold_probs` [N, folds, classes] lets any graph be scored out of fold: each training row by the
-fold model that did not train on it.
+Every graph is scored out of fold: each training row by the fold model that did not train on it,
+that fold's part of the graph alone (pipeline/export/oof.py).
 """
 from __future__ import annotations
 
@@ -15,36 +16,32 @@ import numpy as np
 import onnx
 
 from pipeline.evaluation.metrics import Metric
-from serve.engine import run_graph
+from pipeline.export.oof import own_fold_probs
 from serve.errors import first_line
 
 
-def oof_scores(fold_probs: np.ndarray, probs: np.ndarray, row_folds: np.ndarray, labels: np.ndarray,
-               fold_order: list[int], metric: Metric, positive: int | None = None) -> dict:
-    """The metric and accuracy of each row's own fold (true OOF) and, for reference, the full
-    ensemble's accuracy on those (training) rows."""
-    col = np.array([fold_order.index(f) for f in row_folds])
-    own = fold_probs[np.arange(len(col)), col]
+def oof_scores(own: np.ndarray, labels: np.ndarray, metric: Metric, positive: int | None = None) -> dict:
+    """The metric and accuracy of out-of-fold probabilities `own` [N, C] (each row by its own fold)."""
     return {"metric": metric.name, "oof_score": round(metric.score(labels, own, positive), 6),
-            "oof_accuracy": round(float((own.argmax(1) == labels).mean()), 6),
-            "ensemble_accuracy_on_train_rows": round(float((probs.argmax(1) == labels).mean()), 6)}
+            "oof_accuracy": round(float((own.argmax(1) == labels).mean()), 6)}
 
 
 def score_variant(path: Path, x: np.ndarray, y: np.ndarray, row_folds: np.ndarray, fold_order: list[int],
-                  fp32: dict, fp32_probs: np.ndarray, metric: Metric, positive: int | None) -> dict:
-    """OOF accuracy of a variant graph and its change from FP32 (or why it could not be run here)."""
+                  fp32: dict, fp32_own: np.ndarray, metric: Metric, positive: int | None, work_dir: Path) -> dict:
+    """OOF score of a variant graph and its change from FP32 on the same rows (or why it could not
+    be run here); the probability differences are of the out-of-fold probabilities."""
     entry: dict = {"bytes": path.stat().st_size}
     try:
-        probs, fold_probs = run_graph(path, x)
+        own = own_fold_probs(path, x, row_folds, fold_order, work_dir)
     except Exception as exc:  # noqa: BLE001  (onnxruntime has no CPU kernel for some fp16 ops)
         return {**entry, "checked": False,
                 "why_not": f"onnxruntime CPU could not run it: {first_line(exc)}"}
-    scored = oof_scores(fold_probs, probs, row_folds, y, fold_order, metric, positive)
+    scored = oof_scores(own, y, metric, positive)
     return {**entry, "checked": True, "rows": int(len(y)), **scored,
             "oof_score_delta": round(scored["oof_score"] - fp32["oof_score"], 6),
             "oof_accuracy_delta": round(scored["oof_accuracy"] - fp32["oof_accuracy"], 6),
-            "max_abs_diff_vs_fp32": float(np.abs(probs - fp32_probs).max()),
-            "argmax_agreement_vs_fp32": float((probs.argmax(1) == fp32_probs.argmax(1)).mean())}
+            "max_abs_diff_vs_fp32": float(np.abs(own - fp32_own).max()),
+            "argmax_agreement_vs_fp32": float((own.argmax(1) == fp32_own.argmax(1)).mean())}
 
 
 class _Calibration:

@@ -90,24 +90,28 @@ class EnsembleModel(nn.Module):
         n = images.shape[0]
         views = [VIEWS[v](images) for v in self.views]
         batch = torch.cat(views) if len(views) > 1 else views[0]
-        per_fold = []
+        combined, fold_probs = [], []
         for member in self.members:
             logits = member(batch).float().reshape(len(self.views), n, -1)  # [V, N, C]
             if self.combine == "mean_logit":
-                per_fold.append((logits * self.view_weights).sum(0))
+                combined.append((logits * self.view_weights).sum(0))
+                probs = torch.softmax(combined[-1], dim=-1)
             else:
-                per_fold.append((torch.softmax(logits, dim=-1) * self.view_weights).sum(0))
-        stacked = torch.stack(per_fold)  # [K, N, C]: logits (mean_logit) or probabilities (mean_prob)
-        if self.combine == "mean_logit":
-            probs = torch.softmax((stacked * self.fold_weights).sum(0), dim=-1)
-            fold_probs = torch.softmax(stacked, dim=-1)
-        else:
-            probs = (stacked * self.fold_weights).sum(0)
-            fold_probs = stacked
-        if self.temperature != 1.0:  # softmax(log p / T), as pipeline/evaluation/calibration.py temper()
-            probs = torch.softmax(torch.log(probs.clamp_min(1e-12)) / self.temperature, dim=-1)
-            fold_probs = torch.softmax(torch.log(fold_probs.clamp_min(1e-12)) / self.temperature, dim=-1)
-        return probs, fold_probs.transpose(0, 1)
+                probs = (torch.softmax(logits, dim=-1) * self.view_weights).sum(0)
+                combined.append(probs)
+            # each fold's column is final where it is made: fold k's part of the graph alone yields
+            # fold_probs[:, k] (pipeline/export/oof.py scores a graph out of fold that way)
+            fold_probs.append(self._temper(probs).unsqueeze(1))  # [N, 1, C]
+        stacked = torch.stack(combined)  # [K, N, C]: logits (mean_logit) or probabilities (mean_prob)
+        weighted = (stacked * self.fold_weights).sum(0)
+        probs = torch.softmax(weighted, dim=-1) if self.combine == "mean_logit" else weighted
+        return self._temper(probs), torch.cat(fold_probs, dim=1)
+
+    def _temper(self, probs: torch.Tensor) -> torch.Tensor:
+        """softmax(log p / T), as pipeline/evaluation/calibration.py temper(); T = 1: p itself."""
+        if self.temperature == 1.0:
+            return probs
+        return torch.softmax(torch.log(probs.clamp_min(1e-12)) / self.temperature, dim=-1)
 
 
 def load_ensemble(ensemble_json: Path) -> tuple[EnsembleModel, dict]:

@@ -26,6 +26,7 @@ from pipeline.core.console import run_stage
 from pipeline.evaluation.metrics import from_meta
 from pipeline.export.choice import choose_predict_graph
 from pipeline.export.graph import export_onnx, graph_metadata, stamp
+from pipeline.export.oof import own_fold_probs
 from pipeline.export.params import ExportParams
 from pipeline.export.parity import parity_check
 from pipeline.export.speed import measure_speed
@@ -33,7 +34,6 @@ from pipeline.export.student import read_student, student_on_rows
 from pipeline.export.variants import oof_scores, quantize_int8, score_variant, to_fp16
 from pipeline.modeling.ensemble import load_ensemble
 from serve.atomic import atomic_path, write_json
-from serve.engine import run_graph
 
 _logger = logging.getLogger(__spec__.name if __spec__ else __name__)  # pipeline.stages.<name>, also under -m
 
@@ -47,8 +47,22 @@ def _rows(params: ExportParams, row_folds: np.ndarray, folds: list[int], n: int)
     return eval_rows, eval_rows[:params.parity_rows], calib_rows
 
 
+class StepClock:
+    """Seconds of each step of the stage, in order (models/export.json `seconds`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self._last, 2)
+        self._last = now
+
+
 def run(params: ExportParams, prepared: Path = paths.PREPARED, ensemble_json: Path = paths.ENSEMBLE_JSON,
         out_dir: Path = paths.MODELS, report_path: Path = paths.EXPORT_JSON, student_dir: Path = paths.STUDENT) -> dict:
+    clock, t0 = StepClock(), time.perf_counter()
     files = paths.Prepared(prepared)
     meta = json.loads(files.meta.read_text())
     metric, positive = from_meta(meta), meta.get("positive")
@@ -60,41 +74,54 @@ def run(params: ExportParams, prepared: Path = paths.PREPARED, ensemble_json: Pa
     def nchw(rows: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(images[rows]).transpose(0, 3, 1, 2))
     metadata = graph_metadata(meta, spec, params_hash({"export": params.__dict__, "ensemble": spec}))
-    t0 = time.perf_counter()
     report: dict = {"folds": spec["folds"], "views": spec["views"], "method": spec["method"], "opset": params.opset}
+    clock.done("load")
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp_dir:
-        tmp = {g: Path(tmp_dir) / name for g, name in paths.GRAPH_FILES.items()}
+        work = Path(tmp_dir)
+        tmp = {g: work / name for g, name in paths.GRAPH_FILES.items()}
         export_onnx(model, torch.from_numpy(nchw(parity_rows[:2])), tmp["fp32"], {**metadata, "precision": "fp32"},
                     params.opset)
+        clock.done("fp32_graph")
         report["parity"] = parity_check(tmp["fp32"], model, nchw(parity_rows), params)
+        clock.done("parity")
         x_eval, y_eval, f_eval = nchw(eval_rows), labels[eval_rows], row_folds[eval_rows]
-        probs, fold_probs = run_graph(tmp["fp32"], x_eval)
+        own = own_fold_probs(tmp["fp32"], x_eval, f_eval, spec["folds"], work)
         report["fp32"] = {"bytes": tmp["fp32"].stat().st_size, "rows": int(len(eval_rows)),
-                          **oof_scores(fold_probs, probs, f_eval, y_eval, spec["folds"], metric, positive)}
+                          **oof_scores(own, y_eval, metric, positive)}
+        clock.done("fp32_oof")
         quantize_int8(tmp["fp32"], tmp["int8"], nchw(calib_rows))
         stamp(tmp["int8"], {**metadata, "precision": "int8 (QDQ, per-channel, static)"})
-        scored = (x_eval, y_eval, f_eval, spec["folds"], report["fp32"], probs, metric, positive)
+        clock.done("int8_graph")
+        scored = (x_eval, y_eval, f_eval, spec["folds"], report["fp32"], own, metric, positive, work)
         report["int8"] = score_variant(tmp["int8"], *scored)
+        clock.done("int8_oof")
         to_fp16(tmp["fp32"], tmp["fp16"])
         stamp(tmp["fp16"], {**metadata, "precision": "fp16"})
+        clock.done("fp16_graph")
         report["fp16"] = score_variant(tmp["fp16"], *scored)
+        clock.done("fp16_oof")
         timed = {g: tmp[g] for g in tmp if g == "fp32" or report[g].get("checked")}
         student = read_student(student_dir)
         if student is not None:  # the distilled student's graphs compete on the same rule (pipeline/export/student.py)
             report.update(student_on_rows(student, student_dir, eval_rows, labels, metric, positive))
             timed.update({g: student_dir.parent / e["file"] for g, e in student["graphs"].items() if e["checked"]})
+            clock.done("student_oof")
         report["speed"] = measure_speed(timed, x_eval, params.speed_batch, min_seconds=params.speed_seconds)
         report["predict_graph"] = choose_predict_graph(report, params.predict_tolerance)
+        clock.done("speed")
         for g, src in tmp.items():
             with atomic_path(paths.graph(g, out_dir)) as final:
                 src.replace(final)
     report["export_seconds"] = round(time.perf_counter() - t0, 1)
+    report["seconds"] = clock.seconds
     write_json(report_path, report)
     _logger.info("ensemble.onnx: %d folds x %d views, parity max |Δp| %.1e on %d OOF images; OOF %s "
                  "fp32 %.4f%s", len(spec["folds"]), len(spec["views"]), report["parity"]["max_abs_diff"],
                  report["parity"]["rows"], metric.name, report["fp32"]["oof_score"],
                  f", int8 {report['int8'].get('oof_score', float('nan')):.4f}")
     _logger.info("predict will use %s: %s", report["predict_graph"]["file"], report["predict_graph"]["reason"])
+    _logger.info("export took %.0f s: %s", report["export_seconds"],
+                 ", ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()))
     return report
 
 

@@ -1,5 +1,5 @@
 """pipeline/export/: which graph runs where (choice.py), the graph's metadata and export (graph.py),
-the parity gate (parity.py), out-of-fold scoring of a graph (variants.py) and the `export` /
+the parity gate (parity.py), out-of-fold scoring of a graph (oof.py, variants.py) and the `export` /
 `predict` params (params.py).
 
 Two exports happen in this file: the shared `tiny_onnx` fixture (a graph is enough for scoring and
@@ -25,6 +25,7 @@ from pipeline.core.paths import GRAPH_FILES
 from pipeline.evaluation.metrics import METRICS
 from pipeline.export.choice import TOLERANCE, choose_graph, choose_predict_graph, loss_vs_fp32
 from pipeline.export.graph import export_onnx, graph_metadata, stamp
+from pipeline.export.oof import fold_outputs, own_fold_probs
 from pipeline.export.params import ExportParams, PredictParams
 from pipeline.export.parity import ParityError, parity_check
 from pipeline.export.variants import oof_scores, score_variant
@@ -269,31 +270,42 @@ def test_parity_check_refuses_a_graph_of_another_model_naming_the_file(exported:
 
 # -- variants.py ---------------------------------------------------------------------------------
 
-def test_oof_scores_picks_each_rows_own_fold_column() -> None:
-    labels = np.array([0, 1, 2, 0, 1, 2])
-    row_folds = np.array([7, 3, 7, 3, 7, 3])
+def test_oof_scores_score_the_out_of_fold_probabilities() -> None:
+    labels = np.array([0, 1, 2, 0])
+    own = np.eye(3)[[0, 1, 2, 1]]                          # right on three rows of four
+    assert oof_scores(own, labels, METRICS["accuracy"]) == {"metric": "accuracy", "oof_score": 0.75,
+                                                            "oof_accuracy": 0.75}
+
+
+def test_fold_outputs_are_the_columns_concatenated_into_fold_probs(tiny_onnx: Path) -> None:
+    outputs = fold_outputs(tiny_onnx, 2)
+    assert outputs is not None and len(outputs) == 2 and "fold_probs" not in outputs
+    assert fold_outputs(tiny_onnx, 1) == ["fold_probs"]   # one fold: the graph is that fold's part
+    assert fold_outputs(tiny_onnx, 3) is None             # not three columns: scored whole
+
+
+def test_own_fold_probs_equal_the_whole_graphs_own_column(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Fold k's part of the graph alone on fold k's rows gives what the whole graph gives in column k."""
+    x = images(20, 28, seed=5)
     fold_order = [3, 7]                       # column 0 holds fold 3, column 1 fold 7
-    right, wrong = np.eye(3)[labels], np.eye(3)[(labels + 1) % 3]
-    fold_probs = np.empty((6, 2, 3))
-    for i, f in enumerate(row_folds):
-        fold_probs[i, fold_order.index(f)] = right[i]      # the fold that did not train on the row: right
-        fold_probs[i, 1 - fold_order.index(f)] = wrong[i]  # the other one: wrong
-    probs = np.eye(3)[[0, 1, 2, 1, 2, 0]]                  # the ensemble: right on the first half
-    scores = oof_scores(fold_probs, probs, row_folds, labels, fold_order, METRICS["accuracy"])
-    assert scores == {"metric": "accuracy", "oof_score": 1.0, "oof_accuracy": 1.0,
-                      "ensemble_accuracy_on_train_rows": 0.5}
-    flipped = oof_scores(fold_probs, probs, row_folds, labels, [7, 3], METRICS["accuracy"])
-    assert flipped["oof_accuracy"] == 0.0
+    row_folds = np.array([7, 3, 7, 7, 3] * 4)
+    _, fold_probs = run_graph(tiny_onnx, x)
+    want = fold_probs[np.arange(20), [fold_order.index(f) for f in row_folds]]
+    got = own_fold_probs(tiny_onnx, x, row_folds, fold_order, tmp_path)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    flipped = own_fold_probs(tiny_onnx, x, row_folds, [7, 3], tmp_path)  # the other fold's column
+    assert np.abs(flipped - want).max() > 1e-3
+    assert list(tmp_path.iterdir()) == []     # the fold subgraphs are removed
 
 
-def test_score_variant_of_the_fp32_graph_itself_changes_nothing(tiny_onnx: Path) -> None:
+def test_score_variant_of_the_fp32_graph_itself_changes_nothing(tiny_onnx: Path, tmp_path: Path) -> None:
     x = images(12, 28, seed=3)
     y = np.arange(12) % 10
     row_folds = np.array([0, 1] * 6)
-    probs, fold_probs = run_graph(tiny_onnx, x)
     metric = METRICS["accuracy"]
-    fp32 = oof_scores(fold_probs, probs, row_folds, y, [0, 1], metric)
-    entry = score_variant(tiny_onnx, x, y, row_folds, [0, 1], fp32, probs, metric, None)
+    own = own_fold_probs(tiny_onnx, x, row_folds, [0, 1], tmp_path)
+    fp32 = oof_scores(own, y, metric)
+    entry = score_variant(tiny_onnx, x, y, row_folds, [0, 1], fp32, own, metric, None, tmp_path)
     assert entry["checked"] is True and entry["rows"] == 12 and entry["bytes"] == tiny_onnx.stat().st_size
     assert entry["metric"] == "accuracy" and entry["oof_score"] == fp32["oof_score"]
     assert entry["oof_score_delta"] == 0.0 and entry["oof_accuracy_delta"] == 0.0
@@ -304,8 +316,8 @@ def test_score_variant_of_a_graph_onnxruntime_cannot_run_says_why_not(tmp_path: 
     broken = tmp_path / "ensemble_fp16.onnx"
     broken.write_bytes(b"this is not a protobuf")
     fp32 = {"oof_score": 0.9, "oof_accuracy": 0.9}
-    entry = score_variant(broken, images(2, 28), np.zeros(2, int), np.zeros(2, int), [0], fp32,
-                          np.zeros((2, 10)), METRICS["accuracy"], None)
+    entry = score_variant(broken, images(2, 28), np.zeros(2, int), np.zeros(2, int), [0, 1], fp32,
+                          np.zeros((2, 10)), METRICS["accuracy"], None, tmp_path)
     assert entry["checked"] is False and entry["bytes"] == len(b"this is not a protobuf")
     assert entry["why_not"].startswith("onnxruntime CPU could not run it: ")
     assert "\n" not in entry["why_not"] and "oof_score" not in entry

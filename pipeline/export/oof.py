@@ -1,0 +1,77 @@
+"""Any exported ensemble graph scored out of fold at the cost of one fold model per row.
+
+    own = own_fold_probs(Path("ensemble_int8.onnx"), images_nchw, row_folds, fold_order, work_dir)
+    # own[i] = that graph's fold_probs[i, fold_order.index(row_folds[i])], from fold k's nodes alone
+
+A row's out-of-fold prediction is its own fold's column of `fold_probs`. Running the whole graph
+for it computes every fold model under every view and throws K - 1 of K away. EnsembleModel makes
+each fold's column final before it is concatenated into `fold_probs` (pipeline/modeling/ensemble.py),
+so fold k's part of a graph is a subgraph of it: `onnx.utils.extract_model` cuts it out (the same
+nodes, weights and quantisation parameters, nothing added) and it runs on fold k's rows only.
+A graph whose `fold_probs` is not such a concatenation (an older export) is run whole.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.utils
+import onnxruntime as ort
+
+_logger = logging.getLogger(__name__)
+PASS_THROUGH = ("Cast", "Identity")  # FP16's output cast sits between the concatenation and `fold_probs`
+
+
+def fold_outputs(path: Path, n_folds: int) -> list[str] | None:
+    """The tensor holding each fold's [N, 1, C] column of `fold_probs`, in fold order; None when the
+    graph is not made that way."""
+    if n_folds == 1:
+        return ["fold_probs"]  # the graph is fold 0's part
+    graph = onnx.load(str(path), load_external_data=False).graph
+    made_by = {out: node for node in graph.node for out in node.output}
+    name = "fold_probs"
+    while name in made_by and made_by[name].op_type in PASS_THROUGH:
+        name = made_by[name].input[0]
+    node = made_by.get(name)
+    if node is None or node.op_type != "Concat" or len(node.input) != n_folds:
+        return None
+    return list(node.input)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def own_fold_probs(path: Path, images_nchw: np.ndarray, row_folds: np.ndarray, fold_order: list[int],
+                   work_dir: Path, batch_size: int = 256) -> np.ndarray:
+    """[N, C] float32: each row by the fold model that did not train on it, from `path`'s own nodes."""
+    outputs = fold_outputs(path, len(fold_order))
+    column = np.array([fold_order.index(f) for f in row_folds])
+    own: np.ndarray | None = None
+    if outputs is None:
+        _logger.warning("%s: fold_probs is not one column per fold; scoring with the whole graph", path.name)
+    for k, output in enumerate(outputs or [None]):
+        rows = np.flatnonzero(column == k) if outputs else np.arange(len(column))
+        if not len(rows):
+            continue
+        part = path
+        if outputs and len(fold_order) > 1:
+            part = work_dir / f"{path.stem}.fold{k}.onnx"
+            onnx.utils.extract_model(str(path), str(part), ["images"], [output])
+        session = _session(part)
+        name = output if outputs else "fold_probs"
+        for start in range(0, len(rows), batch_size):
+            idx = rows[start:start + batch_size]
+            got = np.asarray(session.run([name], {"images": images_nchw[idx]})[0], dtype=np.float32)
+            got = got.reshape(len(idx), -1) if outputs else got[np.arange(len(idx)), column[idx]]
+            if own is None:
+                own = np.empty((len(column), got.shape[1]), np.float32)
+            own[idx] = got
+        if part != path:
+            part.unlink()
+    assert own is not None, "no rows to score"
+    return own
