@@ -27,12 +27,17 @@ from serve.submission import SubmissionSpec
 _logger = logging.getLogger(__name__)
 
 
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """A quiet onnxruntime CPU session (export's checks and scores, the report's tables)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def run_graph(path: Path, images_nchw: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """`probs` and `fold_probs` of an ensemble graph on the CPU, batch by batch (export's parity and
     OOF checks, the report's per-fold test scores)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     outs = [session.run(["probs", "fold_probs"], {"images": images_nchw[i:i + batch_size]})
             for i in range(0, len(images_nchw), batch_size)]
     return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])

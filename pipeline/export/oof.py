@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx.utils
-import onnxruntime as ort
+
+from serve.engine import cpu_session, run_graph
 
 _logger = logging.getLogger(__name__)
 PASS_THROUGH = ("Cast", "Identity")  # FP16's output cast sits between the concatenation and `fold_probs`
@@ -40,38 +41,30 @@ def fold_outputs(path: Path, n_folds: int) -> list[str] | None:
     return list(node.input)
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def own_fold_probs(path: Path, images_nchw: np.ndarray, row_folds: np.ndarray, fold_order: list[int],
                    work_dir: Path, batch_size: int = 256) -> np.ndarray:
     """[N, C] float32: each row by the fold model that did not train on it, from `path`'s own nodes."""
-    outputs = fold_outputs(path, len(fold_order))
     column = np.array([fold_order.index(f) for f in row_folds])
-    own: np.ndarray | None = None
+    outputs = fold_outputs(path, len(fold_order))
     if outputs is None:
         _logger.warning("%s: fold_probs is not one column per fold; scoring with the whole graph", path.name)
-    for k, output in enumerate(outputs or [None]):
-        rows = np.flatnonzero(column == k) if outputs else np.arange(len(column))
+        _, fold_probs = run_graph(path, images_nchw, batch_size)
+        return fold_probs[np.arange(len(column)), column].astype(np.float32)
+    own = np.empty((len(column), 0), np.float32)
+    for k, output in enumerate(outputs):
+        rows = np.flatnonzero(column == k)
         if not len(rows):
             continue
-        part = path
-        if outputs and len(fold_order) > 1:
-            part = work_dir / f"{path.stem}.fold{k}.onnx"
+        part = path if len(outputs) == 1 else work_dir / f"{path.stem}.fold{k}.onnx"
+        if part != path:
             onnx.utils.extract_model(str(path), str(part), ["images"], [output])
-        session = _session(part)
-        name = output if outputs else "fold_probs"
+        session = cpu_session(part)
         for start in range(0, len(rows), batch_size):
             idx = rows[start:start + batch_size]
-            got = np.asarray(session.run([name], {"images": images_nchw[idx]})[0], dtype=np.float32)
-            got = got.reshape(len(idx), -1) if outputs else got[np.arange(len(idx)), column[idx]]
-            if own is None:
+            got = np.asarray(session.run([output], {"images": images_nchw[idx]})[0], np.float32).reshape(len(idx), -1)
+            if not own.shape[1]:
                 own = np.empty((len(column), got.shape[1]), np.float32)
             own[idx] = got
         if part != path:
             part.unlink()
-    assert own is not None, "no rows to score"
     return own
