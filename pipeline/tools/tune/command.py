@@ -39,9 +39,8 @@ def _prepare() -> None:
         raise UserError(f"dvc repro prepare (tune trains on data/prepared/): {last}")
 
 
-def _search_summary(study: optuna.Study, tune: TuneParams, space: SearchSpace, metric: str) -> dict:
+def _search_summary(study: optuna.Study, best: optuna.trial.FrozenTrial, tune: TuneParams, metric: str) -> dict:
     trials = finished(study)
-    best = study.best_trial
     return {"study": tune.study, "storage": str(paths.TUNE / "study.db"), "sampler": tune.sampler,
             "pruner": tune.pruner, "metric": metric, "direction": study.direction.name.lower(),
             "folds": tune.folds, "finished": len(trials),
@@ -75,8 +74,9 @@ def run(params_path: Path = Path("params.yaml"), n_trials: int | None = None, ti
     search(study, tune, space, raw.get("train") or {}, src, seconds(tune.timeout))
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise UserError(f"study {tune.study}: no trial finished within the budget; raise tune.timeout")
-    summary = {"search": _search_summary(study, tune, space, metric.name), "confirmation": None}
-    best_values = space.values_of(study.best_trial.params)
+    best_trial = study.best_trial  # one snapshot: another process sharing the study may finish a better one meanwhile
+    summary = {"search": _search_summary(study, best_trial, tune, metric.name), "confirmation": None}
+    best_values = space.values_of(best_trial.params)
     best = build(TrainParams, apply(raw["train"], best_values), "train", f"{src} (best trial)")
     if do_confirm:
         summary["confirmation"] = confirmation.confirm(best, current, confirm_folds,
