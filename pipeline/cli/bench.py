@@ -176,6 +176,33 @@ def bench_parallel(epochs: int | None = typer.Option(1, help="train.epochs on bo
     typer.echo(f"load average after: {r['load_after']} (wrote {paths.BENCH_PARALLEL})")
 
 
+@bench_app.command("export")
+def bench_export(size: int = typer.Option(64, help="Image size of the generated RGB competition (px)."),
+                 rows: int = typer.Option(8000, help="Its training images (from the embedded Fashion-MNIST)."),
+                 threads: int = typer.Option(2, help="OMP_NUM_THREADS of every stage."),
+                 keep: bool = typer.Option(False, help="Keep bench/export-cost/ (the project copy).")) -> None:
+    """The export stage's time as a fraction of training's, on a generated RGB competition (labels.csv +
+    zips of PNGs; `foldwise init` fits its recipe): folds, ensemble and export timed in one run.
+
+    Example: foldwise bench export --size 64 --rows 8000
+    """
+    from pipeline.bench.export_cost import bench_export as run_bench
+
+    r = run_bench(size=size, rows=rows, threads=threads, keep=keep)
+    s = r["seconds"]
+    typer.echo(f"{r['train_rows']} training images, {r['size']} px x {r['channels']} channels (trained at "
+               f"{'x'.join(map(str, r['trained_size']))}), {r['folds']} folds x "
+               f"{r['epochs']} epochs, {threads} threads, on {r['cpu']}")
+    typer.echo(f"train {s['train']:.0f} s [load {s['train_load_before']}], ensemble {s['ensemble']:.0f} s, "
+               f"export {s['export']:.0f} s [load {s['export_load_before']}]: export / train "
+               f"{r['export_vs_train']:.3f}")
+    typer.echo("export's steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["export_steps"].items()))
+    typer.echo("OOF " + ", ".join(f"{g} {v:.4f}" for g, v in r["oof_score"].items() if v is not None)
+               + f"; predict uses {r['predict_graph']['file']}")
+    path = write_record("export", r)
+    typer.echo(f"load average after: {r['load_after']} (wrote {path})")
+
+
 @bench_app.command("serve")
 def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensemble to serve."),
                 threads: int | None = typer.Option(None, help="onnxruntime threads, server and offline alike "
