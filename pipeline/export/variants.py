@@ -17,6 +17,7 @@ import onnx
 
 from pipeline.evaluation.metrics import Metric
 from pipeline.export.oof import own_fold_probs
+from pipeline.export.unfold import unfold_narrow_stems
 from serve.errors import first_line
 
 
@@ -65,7 +66,8 @@ INT8_OP_TYPES = ["Conv", "MatMul", "Gemm", "Relu", "MaxPool"]
 
 
 def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
-    """Static QDQ quantisation: uint8 activations, int8 per-channel weights with 7-bit range.
+    """Static QDQ quantisation: uint8 activations, int8 per-channel weights with 7-bit range, after
+    grayscale stems become 1x1 convs over shared patches (pipeline/export/unfold.py).
 
     reduce_range stays on: on CPUs without VNNI (AVX2 only) onnxruntime's u8s8 kernels use
     vpmaddubsw, whose 16-bit sums saturate with full 8-bit weights (measured here: argmax agreement
@@ -75,12 +77,17 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = dst.with_name(dst.stem + "_pre.onnx")
+    pre, unfolded = dst.with_name(dst.stem + "_pre.onnx"), dst.with_name(dst.stem + "_unfolded.onnx")
+    model = onnx.load(str(src))
+    if unfold_narrow_stems(model):
+        onnx.save(model, str(unfolded))
+        src = unfolded
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     quantize_static(str(pre), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     reduce_range=True, op_types_to_quantize=INT8_OP_TYPES)
     pre.unlink()
+    unfolded.unlink(missing_ok=True)
 
 
 def to_fp16(src: Path, dst: Path) -> None:
