@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # as pipeline/data/augment.py: no PyPI request per import
 
 from helpers import data
 from helpers.kaggle_emulator import KaggleEmulator, running_emulator

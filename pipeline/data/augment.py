@@ -13,10 +13,14 @@ pipeline built in a notebook can be pasted in. An empty mapping means no augment
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+# albumentations asks PyPI for its latest version at every import (a 2 s timeout offline, as in a
+# Kaggle notebook without internet; ~0.2 s and a request per training process online): not ours to send
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A
 
 from serve.errors import UserError
