@@ -241,14 +241,18 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
     typer.echo("offline = `foldwise predict` (.npy, batch 256, same model and threads) run just before and just "
                "after each row; vs offline = images/s / offline")
     typer.echo(f"{'images/req':>10} {'conc':>5} {'requests':>8} {'images/s':>9} {'offline':>8} {'vs offline':>10} "
-               f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'batch ms':>9} errors")
+               f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'batch ms':>9} {'loop cpu':>8} "
+               f"{'client cpu':>10} errors")
     for s in r["scenarios"]:
+        loop_cpu = s.get("cpu_ms_per_request_server_event_loop", float("nan"))  # nan: a --url server
         typer.echo(f"{s['images_per_request']:>10} {s['concurrency']:>5} {s['requests']:>8} "
                    f"{s['images_per_second']:>9.0f} "
                    f"{s['offline_images_per_second']:>8.0f} {s['vs_offline']:>9.2f}x {s['p50_ms']:>8.1f} "
                    f"{s['p95_ms']:>8.1f} {s['p99_ms']:>8.1f} {s['mean_batch']:>10.1f} "
-                   f"{s['mean_batch_compute_ms']:>9.1f} "
-                   f"{s['errors'] or '-'}")
+                   f"{s['mean_batch_compute_ms']:>9.1f} {loop_cpu:>8.2f} "
+                   f"{s['cpu_ms_per_request_client']:>10.2f} {s['errors'] or '-'}")
+    typer.echo("loop cpu, client cpu: CPU ms per request of the server's event-loop thread (HTTP, parsing, "
+               "encoding) and of this load generator, both taken from the cores onnxruntime runs on")
     single = {s["concurrency"]: s for s in r["scenarios"] if s["images_per_request"] == 1}
     if 1 in single and single:
         full = single[max(single)]

@@ -6,7 +6,8 @@
 Endpoints (all JSON errors `{"error": "..."}`; every one but the health probes needs the bearer
 token when --token-file is given):
   GET  /v2/health/live, /v2/health/ready, /v2, /v2/models/{name}[/versions/1][/ready|/config]
-  POST /v2/models/{name}[/versions/1]/infer        KServe v2 / Triton inference (JSON or binary tensors)
+  POST /v2/models/{name}[/versions/1]/infer        KServe v2 / Triton inference (JSON or binary tensors;
+                                                   serve/http/fastpath.py answers it, ahead of FastAPI)
   POST /predict                                    image files or a pixel CSV -> CSV / JSON
   POST /jobs, GET /jobs, GET|DELETE /jobs/{id}, GET /jobs/{id}/result     batch jobs
   GET  /metrics                                    Prometheus
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -31,6 +31,7 @@ from serve.http import errors, protocol
 from serve.http.batcher import Closed, DynamicBatcher, QueueFull
 from serve.http.config import ServeConfig, read_token
 from serve.http.errors import ApiError
+from serve.http.fastpath import InferFastPath
 from serve.http.jobs import JobRunner, JobStore
 from serve.http.metrics import AccessLog, Metrics, setup_access_log
 from serve.http.security import BearerAuth, BodyLimit, resolve_under
@@ -89,27 +90,7 @@ class Service:
             raise ApiError(503, str(exc)) from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, gzip/deflate undone (as tritonclient may send it), at most `limit` bytes."""
-    body = await request.body()
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding == "identity":
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise ApiError(415, f"Content-Encoding '{encoding}': send identity, gzip or deflate")
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ApiError(400, f"body is not valid {encoding} ({exc})") from None
-    if len(data) > limit:
-        raise ApiError(413, f"decompressed body is above the limit of {limit / 2**20:g} MiB (--max-body-mb)")
-    return data
-
-
 def _v2_routes(app: FastAPI, svc: Service) -> None:
-    body_limit = int(svc.config.max_body_mb * 2**20)
-
     @app.get("/v2/health/live")
     async def live() -> dict:
         return {"live": True}
@@ -147,17 +128,6 @@ def _v2_routes(app: FastAPI, svc: Service) -> None:
                 "input": meta["inputs"], "output": meta["outputs"],
                 "dynamic_batching": {"preferred_batch_size": [svc.config.max_batch],
                                      "max_queue_delay_microseconds": int(svc.config.max_delay_ms * 1000)}}
-
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        protocol.check_model(svc.card, name, version)
-        body = await read_body(request, body_limit)
-        images, wanted, request_id = protocol.parse_infer(svc.card, body, request.headers.get(protocol.HEADER_LENGTH))
-        request.state.images = len(images)
-        probs = await svc.infer(images)
-        content, headers = protocol.encode_infer(svc.card, request_id, probs, wanted)
-        return Response(content, headers=headers)
 
 
 def _people_routes(app: FastAPI, svc: Service) -> None:
@@ -245,6 +215,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     errors.install(app)
     _v2_routes(app, svc)
     _people_routes(app, svc)
+    # POST .../infer is answered by InferFastPath (innermost: the auth, limits and logs below wrap it)
+    app.add_middleware(InferFastPath, service=svc, body_limit=int(config.max_body_mb * 2**20))
     app.add_middleware(BodyLimit, max_body=int(config.max_body_mb * 2**20),
                        max_upload=int(config.max_upload_mb * 2**20), upload_paths=("/jobs",))
     if config.token_file:

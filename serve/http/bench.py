@@ -5,7 +5,10 @@
 Starts `foldwise serve` on a free 127.0.0.1 port (or uses --url, loopback only), then:
   1. for each request size (1 and 256 images) and concurrency (1, 8, 64): a bounded run of v2
      binary-tensor requests (aiohttp): throughput, p50/p95/p99 latency, and from the server's
-     /metrics the mean batch the dynamic batcher formed and its onnxruntime seconds;
+     /metrics the mean batch the dynamic batcher formed and its onnxruntime seconds, and the CPU
+     milliseconds per request of the load generator and (a server it started) of the server's
+     event-loop thread and of all its threads: on one machine HTTP's CPU is taken from onnxruntime,
+     so offline x compute / (compute + HTTP) bounds the ratio;
   2. between every two scenarios (and before the first), offline `foldwise predict`
      (serve.predict.predict_file, same model and threads) on random uint8 images in a .npy, with
      onnxruntime's spin-waiting on (predict's default) and off (the server's): a scenario's
@@ -17,10 +20,11 @@ measured side by side, with the machine's load average beside them (other work s
 """
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import math
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serve.http.loadgen import batch_stats, get_json, infer_body, rss_mib, run_load
+from serve.http.loadgen import batch_stats, get_json, infer_body, rss_mib, run_async, run_load
 
 _logger = logging.getLogger(__name__)
 
@@ -125,15 +129,35 @@ def offline_pair(model: Path, shape, threads: int | None, n: int, workdir: Path)
             "no_spinning": offline_rate(model, shape, threads, n, workdir, False)}
 
 
+def cpu_seconds(pid: int | None) -> dict[str, float]:
+    """CPU seconds so far: this process (the load generator), and where `pid` (the server) is known,
+    its main thread (uvicorn's event loop: HTTP, parsing, encoding) and all its threads (onnxruntime too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"client": usage.ru_utime + usage.ru_stime}
+    if pid is not None:
+        tick = os.sysconf("SC_CLK_TCK")
+        out["server_event_loop"] = out["server_all"] = 0.0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                seconds = (int(fields[11]) + int(fields[12])) / tick   # utime + stime
+                out["server_all"] += seconds
+                if tid == str(pid):
+                    out["server_event_loop"] += seconds
+    return out
+
+
 def _scenario(url: str, name: str, input_name: str, shape, size: int, concurrency: int, images_budget: int,
-              seconds: float, token: str | None) -> dict:
+              seconds: float, token: str | None, server_pid: int | None = None) -> dict:
     c, h, w = shape
     images = np.random.default_rng(size).integers(0, 256, (size, c, h, w), dtype=np.uint8)
     body, headers = infer_body(input_name, images)
-    asyncio.run(run_load(url, name, body, headers, size, min(concurrency, 4), min(concurrency, 4), 60, token))
-    before = batch_stats(url, token)
+    run_async(run_load(url, name, body, headers, size, min(concurrency, 4), min(concurrency, 4), 60, token))
+    before, cpu_before = batch_stats(url, token), cpu_seconds(server_pid)
     requests = max(concurrency, math.ceil(images_budget / size))
-    r = asyncio.run(run_load(url, name, body, headers, size, concurrency, requests, seconds, token))
+    r = run_async(run_load(url, name, body, headers, size, concurrency, requests, seconds, token))
+    cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(server_pid).items()}
     after = batch_stats(url, token)
     batches = after["foldwise_batch_size_count"] - before["foldwise_batch_size_count"]
     batched = after["foldwise_batch_size_sum"] - before["foldwise_batch_size_sum"]
@@ -143,7 +167,9 @@ def _scenario(url: str, name: str, input_name: str, shape, size: int, concurrenc
             "p50_ms": r.percentile(50), "p95_ms": r.percentile(95), "p99_ms": r.percentile(99),
             "mean_batch": batched / batches if batches else float("nan"),
             "mean_batch_compute_ms": 1000 * compute / batches if batches else float("nan"),
-            "errors": {str(k): v for k, v in r.errors.items()}, "load_average": load_average()}
+            "errors": {str(k): v for k, v in r.errors.items()}, "load_average": load_average(),
+            # CPU ms per request: what HTTP costs on the machine onnxruntime shares (the batch-time rest)
+            **{f"cpu_ms_per_request_{k}": 1000 * v / max(r.requests, 1) for k, v in cpu.items()}}
 
 
 def _soak(server: ServerProcess, name: str, input_name: str, shape, seconds: float, concurrency: int,
@@ -161,7 +187,7 @@ def _soak(server: ServerProcess, name: str, input_name: str, shape, seconds: flo
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    r = asyncio.run(run_load(server.url, name, body, headers, 1, concurrency, 10_000_000, seconds, token))
+    r = run_async(run_load(server.url, name, body, headers, 1, concurrency, 10_000_000, seconds, token))
     stop.set()
     sampler.join()
     samples.append((time.monotonic() - t0, rss_mib(server.pid)))
@@ -208,7 +234,7 @@ def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, ma
             for size in sizes:
                 for conc in concurrencies:
                     row = _scenario(url, name, meta["inputs"][0]["name"], shape, size, conc, images_budget, seconds,
-                                    token)
+                                    token, server.pid if server is not None else None)
                     following = offline_pair(model, shape, threads, offline_images, workdir)
                     result["offline"].append(following)
                     row["offline_images_per_second"] = max((previous[m] + following[m]) / 2 for m in previous)
@@ -216,7 +242,9 @@ def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, ma
                     result["scenarios"].append(row)
                     progress(f"  {size:>3} image(s) x concurrency {conc:>2}: {row['images_per_second']:.0f} images/s "
                              f"({row['vs_offline']:.2f}x offline {row['offline_images_per_second']:.0f}), p99 "
-                             f"{row['p99_ms']:.0f} ms, mean batch {row['mean_batch']:.1f}")
+                             f"{row['p99_ms']:.0f} ms, mean batch {row['mean_batch']:.1f}; CPU ms per request: "
+                             + ", ".join(f"{k.removeprefix('cpu_ms_per_request_')} {v:.2f}" for k, v in row.items()
+                                         if k.startswith("cpu_ms_per_request_")))
                     previous = following
             if soak_seconds > 0 and server is not None:
                 progress(f"soak: {soak_seconds:.0f} s at concurrency {soak_concurrency}, sampling the server's RSS")

@@ -1,7 +1,7 @@
 """A bounded async load generator for the v2 infer endpoint (aiohttp), and the server's own numbers.
 
     body, headers = infer_body("images", images)                 # binary tensor extension
-    result = asyncio.run(run_load(url, "ensemble", body, headers, images=1, concurrency=64,
+    result = run_async(run_load(url, "ensemble", body, headers, images=1, concurrency=64,
                                   max_requests=3000, max_seconds=20))
     result.images_per_second, result.percentile(99)
 
@@ -20,9 +20,16 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
+import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def run_async(coro):
+    """asyncio.run on uvloop (uvicorn[standard] installs it; the server runs on it too): the client's
+    CPU per request is ~10% lower, and on one machine it competes with the server it measures."""
+    return uvloop.run(coro)
 
 
 def check_loopback(url: str) -> None:
@@ -107,13 +114,13 @@ async def _get(url: str, token: str | None) -> str:
 
 def get_json(url: str, token: str | None = None) -> dict:
     check_loopback(url)
-    return json.loads(asyncio.run(_get(url, token)))
+    return json.loads(run_async(_get(url, token)))
 
 
 def batch_stats(url: str, token: str | None = None) -> dict[str, float]:
     """The server's batch histograms: sums and counts of foldwise_batch_size / foldwise_batch_seconds."""
     check_loopback(url)
-    text = asyncio.run(_get(f"{url.rstrip('/')}/metrics", token))
+    text = run_async(_get(f"{url.rstrip('/')}/metrics", token))
     out = {}
     for family in text_string_to_metric_families(text):
         if family.name in ("foldwise_batch_size", "foldwise_batch_seconds"):
