@@ -38,8 +38,9 @@ def _rate(fn, images: np.ndarray, batch: int, min_images: int, min_seconds: floa
 
 
 def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None = None,
-                prepared: Path = paths.PREPARED, models_dir: Path = paths.MODELS) -> list[dict]:
-    """PyTorch eager (fold models x TTA views) vs the FP32 and INT8 ONNX ensembles, same threads."""
+                prepared: Path = paths.PREPARED, models_dir: Path = paths.MODELS, rounds: int = 3) -> list[dict]:
+    """PyTorch eager (fold models x TTA views) vs the FP32 and INT8 ONNX ensembles, same threads:
+    each side's images/s is the median of `rounds` interleaved runs."""
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     model, spec = load_ensemble(models_dir / paths.ENSEMBLE_JSON.name)
@@ -63,13 +64,17 @@ def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None
         model(torch.from_numpy(batch))
 
     flops = ensemble_flops_per_image(model, x)
+    runners = {"torch_eager": eager, **{name: engine.predict for name, engine in engines.items()}}
     rows = []
     for bs in batch_sizes:
         min_images = max(bs * 4, 256)
         row = {"batch": bs, "threads": threads, "folds": len(spec["folds"]), "views": len(spec["views"]),
-               "flops_per_image": flops, "torch_eager": _rate(eager, x, bs, min_images)}
-        for name, engine in engines.items():
-            row[name] = _rate(engine.predict, x, bs, min_images)
+               "flops_per_image": flops, "rounds": rounds}
+        rates: dict[str, list[float]] = {name: [] for name in runners}
+        for r in range(rounds):  # interleaved, the order reversed every other round: drift hits every side
+            for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+                rates[name].append(_rate(runners[name], x, bs, min_images))
+        row.update({name: float(np.median(v)) for name, v in rates.items()})
         for name in ("torch_eager", *engines):
             row[f"{name}_gflops"] = row[name] * flops / 1e9
         row["fp32_vs_eager"] = row["onnx_fp32"] / row["torch_eager"]

@@ -75,7 +75,8 @@ def bench_fold(against: Path = typer.Option(..., help="Params or preset file who
 
 @bench_app.command("infer")
 def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes (repeat the option)."),
-                threads: int | None = typer.Option(None, help="Threads for both torch and onnxruntime.")) -> None:
+                threads: int | None = typer.Option(None, help="Threads for both torch and onnxruntime."),
+                rounds: int = typer.Option(3, help="Interleaved rounds (each side's median counts).")) -> None:
     """PyTorch eager (folds x TTA views) vs FP32 and INT8 ONNX ensembles: images/s and ratios (and the
     distilled student's graphs beside them, when the distill stage made them).
 
@@ -85,7 +86,9 @@ def bench_infer(batch: list[int] = typer.Option([1, 64, 512], help="Batch sizes 
     """
     from pipeline.bench.infer import bench_infer as run_bench
 
-    rows = run_bench(tuple(batch), threads)
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {rounds}")
+    rows = run_bench(tuple(batch), threads, rounds=rounds)
     write_record("infer", rows)
     from pipeline.training.hardware import describe
 
