@@ -5,10 +5,11 @@
 Every fold model's first conv reads the same one-channel image: a 3x3 kernel over 1 channel is a
 matrix product with K = 9, which onnxruntime's INT8 convolution (im2col, then a u8s8 GEMM and a
 requantisation per output) ran at a quarter of its FP32 speed: a quarter of the INT8 graph's time
-for 0.7% of its operations (per-layer profile in docs/benchmarks.md). Here the patches are cut once for all folds
-(Pad, kh*kw Slices, Concat: channel (i*kw + j)*C + c holds input channel c shifted by (i, j)) and
-each such conv becomes a 1x1 conv over them with the same weights reordered: the same sums, the same
-outputs (max |diff| ~1e-8 in FP32), and in INT8 a plain GEMM with no im2col of its own.
+for 0.7% of its operations (per-layer profile in docs/results.md, issue 25). Here the patches are
+cut once for all folds (Pad, kh*kw Slices, Concat: channel (i*kw + j)*C + c holds input channel c
+shifted by (i, j)) and each such conv becomes a 1x1 conv over them with the same weights
+reordered: the same sums, the same outputs (max |diff| ~1e-8 in FP32), and in INT8 a plain GEMM
+with no im2col of its own.
 
 Only convs with C*kh*kw <= MAX_PATCH (grayscale 3x3 stems), stride 1, dilation 1, group 1, explicit
 or no padding, and weights stored as initializers are rewritten; the FP32 and FP16 graphs keep their

@@ -2,14 +2,14 @@
 
     app.add_middleware(InferFastPath, service=svc, body_limit=limit)   # innermost: auth, limits, logs wrap it
 
-The inference route is the one clients call hundreds of times a second. Behind FastAPI it paid for
-the exception middleware, the router's regex walk over every route, and dependency resolution of
-`name`, `request` and `version`: a third of the event loop's CPU per single-image request
-(py-spy, docs/benchmarks.md), CPU that on a small machine onnxruntime needs. This ASGI layer sits
-inside the auth, body-limit and access-log middlewares and answers that route itself with the same
-functions as the FastAPI handler (serve/http/protocol.py: check_model, parse_infer, encode_infer;
-the dynamic batcher), the same error bodies and the same route label in /metrics; every other
-path and method goes on to FastAPI.
+The inference route is the one clients call hundreds of times a second. As a FastAPI route it paid
+for the exception middleware, the router's regex walk over every route and the resolution of
+`name`, `request` and `version`: half the event loop's CPU per single-image request (py-spy and
+per-thread CPU; docs/results.md, issue 25), CPU that onnxruntime needs on a small machine. This
+ASGI layer sits inside the auth, body-limit and access-log middlewares and answers the route
+itself: serve/http/protocol.py's check_model, parse_infer and encode_infer, the dynamic batcher,
+the error bodies and status codes of serve/http/errors.py, the same route label in /metrics.
+Every other path and method goes on to FastAPI.
 """
 from __future__ import annotations
 
