@@ -22,7 +22,7 @@ class ExportParams:
     eval_rows: int = 5000      # OOF images scoring each exported variant
     calibration_rows: int = 512
     predict_tolerance: float = 0.001  # predict: the fastest graph whose OOF score is this close to the best's
-    speed_batch: int = 512     # batch for timing each graph (side by side)
+    speed_batch: int = 256     # batch for timing each graph (side by side): predict.batch_size's default
     speed_seconds: float = 0.4  # each graph's time per round (3 interleaved rounds; the median counts)
 
     def validate(self, err) -> None:

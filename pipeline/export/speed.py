@@ -20,7 +20,7 @@ def measure_speed(paths: dict[str, Path], images_nchw: np.ndarray, batch: int, r
     x = images_nchw[:batch]
     rates: dict[str, list[float]] = {name: [] for name in engines}
     for engine in engines.values():
-        engine.predict(x)  # warm-up
+        engine.predict(x[:16])  # warm-up (sessions, threads); a full batch here cost as much as a round
     for r in range(rounds):
         for name, engine in (list(engines.items()) if r % 2 == 0 else list(engines.items())[::-1]):
             done, t0 = 0, time.perf_counter()
