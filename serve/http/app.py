@@ -216,8 +216,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     _v2_routes(app, svc)
     _people_routes(app, svc)
     # POST .../infer is answered by InferFastPath (innermost: the auth, limits and logs below wrap it)
-    app.add_middleware(InferFastPath, service=svc, body_limit=int(config.max_body_mb * 2**20))
-    app.add_middleware(BodyLimit, max_body=int(config.max_body_mb * 2**20),
+    max_body = int(config.max_body_mb * 2**20)
+    app.add_middleware(InferFastPath, service=svc, body_limit=max_body)
+    app.add_middleware(BodyLimit, max_body=max_body,
                        max_upload=int(config.max_upload_mb * 2**20), upload_paths=("/jobs",))
     if config.token_file:
         app.add_middleware(BearerAuth, token=read_token(config.token_file), open_paths=OPEN_PATHS)

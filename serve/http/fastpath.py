@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from serve.errors import UserError
 from serve.http import protocol
 from serve.http.errors import ApiError, one_line, status_of
+from serve.http.security import header
 
 _logger = logging.getLogger("foldwise.serve")
 _INFER = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
@@ -34,11 +35,9 @@ def json_bytes(content: dict) -> bytes:
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+def _text(scope, name: bytes) -> str | None:
+    raw = header(scope, name)
+    return None if raw is None else raw.decode("latin-1")
 
 
 async def _body(receive) -> bytes:
@@ -93,8 +92,8 @@ class InferFastPath:
         svc = self.service
         try:
             protocol.check_model(svc.card, match["name"], match["version"])
-            body = inflate(await _body(receive), _header(scope, b"content-encoding"), self.body_limit)
-            length = _header(scope, protocol.HEADER_LENGTH.lower().encode())
+            body = inflate(await _body(receive), _text(scope, b"content-encoding"), self.body_limit)
+            length = _text(scope, protocol.HEADER_LENGTH.lower().encode())
             images, wanted, request_id = protocol.parse_infer(svc.card, body, length)
             state["images"] = len(images)
             probs = await svc.infer(images)

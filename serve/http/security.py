@@ -28,7 +28,8 @@ Send = Callable[[dict], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The raw value of request header `name` (lower-case bytes), or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return value
@@ -46,7 +47,7 @@ class BearerAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             return await self.app(scope, receive, send)
-        given = _header(scope, b"authorization")
+        given = header(scope, b"authorization")
         problem = None
         if given is None:
             problem = "missing bearer token (send the header `Authorization: Bearer <token>`)"
@@ -80,7 +81,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         limit, option = self.limit_for(scope)
         mib = f"{limit / 2**20:g} MiB"
-        length = _header(scope, b"content-length")
+        length = header(scope, b"content-length")
         if length is not None:
             try:
                 declared = int(length)
