@@ -9,7 +9,8 @@ import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
-NOISY = ("torch", "onnxscript", "urllib3", "PIL", "matplotlib")  # libraries whose INFO lines drown ours
+# Libraries whose INFO lines drown ours (fontTools: ~110 lines of font subsetting per reports/report.pdf).
+NOISY = ("torch", "onnxscript", "urllib3", "PIL", "matplotlib", "fontTools")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
