@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.bench.parallel import _copy_project, _run
+from pipeline.bench.project_copy import copy_project, run_timed
 from pipeline.core import paths
 from pipeline.core.config import read_params
 from pipeline.core.provenance import machine
@@ -79,12 +79,12 @@ def bench_export(size: int = 64, rows: int = 8000, test_rows: int = 1000, thread
         raise UserError(f"--size must be at least 8 and --rows at least 100, got {size}, {rows}")
     shutil.rmtree(workdir, ignore_errors=True)
     project = workdir / "project"
-    _copy_project(root, project, None, None)
+    copy_project(root, project, None, None)
     source = root / read_params(root / "params.yaml")["download"]["path"]
     _logger.info("bench export: writing a %d-px RGB competition of %d training images", size, rows)
     write_rgb_competition(source, project / "data/rgb.zip", rows, test_rows, size)
     foldwise = str(Path(sys.executable).parent / "foldwise")
-    _run([foldwise, "init", "data/rgb.zip"], project, threads)
+    run_timed([foldwise, "init", "data/rgb.zip"], project, threads)
     stages = dvcstate.fold_stages(project)
     _logger.info("bench export: preparing the data (untimed)")
     dvcstate.reproduce_upstream(project, stages)
@@ -94,7 +94,7 @@ def bench_export(size: int = 64, rows: int = 8000, test_rows: int = 1000, thread
                        ("export", ["export"])):
         load = os.getloadavg()[0]
         _logger.info("bench export: dvc repro %s", " ".join(args))
-        times[step] = round(_run([dvc, "repro", *args], project, threads), 1)
+        times[step] = round(run_timed([dvc, "repro", *args], project, threads), 1)
         times[f"{step}_load_before"] = round(load, 2)
     report = json.loads((project / paths.EXPORT_JSON).read_text())
     meta = json.loads(paths.Prepared(project / paths.PREPARED).meta.read_text())

@@ -17,13 +17,12 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.bench.project_copy import copy_project, run_timed
 from pipeline.core import paths
 from pipeline.core.config import read_params
 from pipeline.core.provenance import machine
@@ -31,56 +30,6 @@ from pipeline.distributed import dvcstate
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
-PROJECT_FILES = (".dvc/config", ".dvcignore", "dvc.yaml", "params.yaml", "pipeline", "serve", "data/embedded")
-
-
-def _first_rows(src_zip: Path, dst_zip: Path, train_file: str, rows: int) -> None:
-    """A copy of a competition zip whose training CSV keeps its header and first `rows` rows."""
-    import zipfile
-
-    with zipfile.ZipFile(src_zip) as zin, zipfile.ZipFile(dst_zip, "w", zipfile.ZIP_DEFLATED) as zout:
-        for item in zin.infolist():
-            data = zin.read(item)
-            if item.filename == train_file:
-                data = b"".join(data.splitlines(keepends=True)[:rows + 1])
-            zout.writestr(item.filename, data)
-
-
-def _copy_project(src: Path, dst: Path, epochs: int | None, train_rows: int | None) -> None:
-    import yaml
-
-    for rel in PROJECT_FILES:
-        s = src / rel
-        if s.is_dir():
-            shutil.copytree(s, dst / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        elif s.exists():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(s, dst / rel)
-    params = read_params(dst / "params.yaml")
-    if epochs is not None:
-        params["train"]["epochs"] = epochs
-    if train_rows is not None:  # the same competition with fewer training images (a shorter run)
-        source = src / params["download"]["path"]
-        if params["download"]["source"] not in ("embedded", "local") or source.suffix != ".zip":
-            raise UserError("--train-rows needs download.source embedded or local with a zip (download.path)")
-        _first_rows(source, dst / "data/bench.zip", params["prepare"]["train_file"], train_rows)
-        params["download"].update(source="local", path="data/bench.zip")
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
-
-
-def _run(cmd: list[str], cwd: Path, threads: int) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    t0 = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if result.returncode != 0:
-        raise UserError(f"bench: `{' '.join(cmd)}` failed in {cwd}: "
-                        + " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])[:400])
-    return seconds
-
-
 def _fold_accuracy(project: Path) -> dict[str, float]:
     out = {}
     for metrics in sorted((project / paths.FOLDS).glob("fold*/metrics.json")):
@@ -102,7 +51,7 @@ def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, tr
         raise UserError(f"--workers and --rounds must be at least 1, got {workers}, {rounds}")
     shutil.rmtree(workdir, ignore_errors=True)
     seq, par = workdir / "sequential", workdir / "parallel"
-    _copy_project(root, seq, epochs, train_rows)
+    copy_project(root, seq, epochs, train_rows)
     stages = dvcstate.fold_stages(seq)
     _logger.info("bench: preparing the data once (untimed)")
     dvcstate.reproduce_upstream(seq, stages)
@@ -119,10 +68,10 @@ def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, tr
             load = os.getloadavg()[0]
             _logger.info("bench round %d: %s side (%d folds)", r + 1, side, len(names))
             if side == "sequential":  # DVC's own loop: one fold after another, `workers` threads each
-                times[side] = _run([dvcstate.dvc_bin(), "repro", "--force", "--single-item", *names], project,
+                times[side] = run_timed([dvcstate.dvc_bin(), "repro", "--force", "--single-item", *names], project,
                                    threads=workers)
             else:  # one Ray task per fold, `workers` of them at a time, one thread each
-                times[side] = _run([str(Path(sys.executable).parent / "foldwise"), "train", "--parallel",
+                times[side] = run_timed([str(Path(sys.executable).parent / "foldwise"), "train", "--parallel",
                                     "--cpus-per-fold", "1"], project, threads=1)
             times[f"{side}_load_before"] = round(load, 2)
         runs.append({"round": r + 1, "first": order[0][0], **{k: round(v, 1) for k, v in times.items()},
