@@ -4,7 +4,8 @@
     foldwise bench fold --against presets/cpu-cnn-4ep.yaml
 
 `bench train`: the same model's train step in fp32 and in bf16 autocast on the same batches
-(their ratio says what bf16 buys on this machine), the FLOPs of a step (torch.utils.flop_counter)
+(their ratio says what bf16 buys on this machine; bf16 only where it is native, on CUDA, or asked
+for by train.amp: `bf16_measured`), the FLOPs of a step (torch.utils.flop_counter)
 and the GFLOP/s reached; and the real training loop (DataLoader, Albumentations, the train step)
 against the step on pre-made tensors (the same augmented batches, already in memory): their
 images/s ratio is the data path's cost; and the denominator: a plain 2048 x 2048 matrix product in
@@ -32,7 +33,7 @@ from pipeline.core import paths
 from pipeline.core.config import build, load_section, read_params
 from pipeline.data.batches import load_prepared, seed_everything
 from pipeline.modeling.inference import predict_probs
-from pipeline.training.hardware import describe, resolve_device, resolve_precision
+from pipeline.training.hardware import cpu_precision, describe, resolve_device, resolve_precision
 from pipeline.training.loop import TrainingSetup, train_step
 from pipeline.training.params import TrainParams
 
@@ -89,10 +90,19 @@ def train_flops_per_image(setup: TrainingSetup, x: torch.Tensor, y: torch.Tensor
     return forward / len(x), counter.get_total_flops() / len(x)
 
 
+def bf16_measured(params: TrainParams, device: torch.device) -> bool:
+    """bf16 is timed on CUDA, on CPUs with native bf16, and where train.amp asks for it. Elsewhere
+    oneDNN emulates it about 8x slower than fp32 (measured on an AVX2-only EPYC: one 32 -> 64 conv,
+    batch 128), so timing it would take most of the run to say what train.amp: auto already avoids."""
+    return device.type == "cuda" or bool(cpu_precision()["bf16"]) or params.amp == "bf16"
+
+
 def _precision_setups(params: TrainParams, meta: dict, images: np.ndarray, labels: np.ndarray,
                       rows: np.ndarray, device: torch.device) -> dict[str, TrainingSetup]:
     """The same model (same initial weights) in fp32 and in bf16 autocast (and fp16 on CUDA if configured)."""
-    amps = {"fp32": "off", "bf16": "bf16"}
+    amps = {"fp32": "off"}
+    if bf16_measured(params, device):
+        amps["bf16"] = "bf16"
     if device.type == "cuda" and resolve_precision(params.amp, device)[0] == torch.float16:
         amps["fp16"] = "fp16"
     setups = {}
@@ -142,7 +152,7 @@ def bench_train(steps: int = 40, fold: int = 0, warmup: int = 3, rounds: int = 2
               "flops_per_image_forward": fwd_flops, "flops_per_image_train_step": train_flops,
               "precisions": {name: {"images_per_s": med[name], "gflops_per_s": med[name] * train_flops / 1e9}
                              for name in setups},
-              "bf16_vs_fp32": med["bf16"] / med["fp32"],
+              "bf16_vs_fp32": med["bf16"] / med["fp32"] if "bf16" in med else None,
               "train_loop_images_per_s": med["loop"], "pure_compute_images_per_s": med[configured]}
     result["matmul_n"] = MATMUL_N
     for name in setups:

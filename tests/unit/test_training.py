@@ -348,3 +348,12 @@ def test_run_fold_of_a_fold_the_data_does_not_have_is_a_user_error(tmp_path: Pat
 def test_a_junk_checkpoint_starts_the_fold_afresh(tmp_path: Path) -> None:
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     assert load_checkpoint(tmp_path / "last.pt", "sig") is None
+
+
+def test_bench_train_times_bf16_where_native_on_cuda_or_where_train_amp_asks_for_it() -> None:
+    from pipeline.bench.train import bf16_measured
+
+    native = bool(cpu_precision()["bf16"])
+    assert bf16_measured(_params(amp="auto"), CPU) == native
+    assert bf16_measured(_params(amp="off"), CPU) == native
+    assert bf16_measured(_params(amp="bf16"), CPU) and bf16_measured(_params(amp="off"), torch.device("cuda"))
