@@ -72,6 +72,12 @@ def write_rgb_competition(embedded_zip: Path, dst: Path, rows: int, test_rows: i
             out.writestr(name, data)
 
 
+def _epochs_run(project: Path) -> list[int]:
+    """Each fold's epochs as trained (models/folds/fold<k>/metrics.json): init's recipe sets a budget
+    in steps, so train.epochs alone does not say."""
+    return [json.loads(p.read_text())["epochs_run"] for p in sorted((project / paths.FOLDS).glob("fold*/metrics.json"))]
+
+
 def bench_export(size: int = 64, rows: int = 8000, test_rows: int = 1000, threads: int = 2, root: Path = Path("."),
                  workdir: Path = paths.BENCH / "export-cost", keep: bool = False) -> dict:
     """Build the project copy and its competition, then time the folds, the ensemble and the export."""
@@ -100,7 +106,8 @@ def bench_export(size: int = 64, rows: int = 8000, test_rows: int = 1000, thread
     meta = json.loads(paths.Prepared(project / paths.PREPARED).meta.read_text())
     result = {"cpu": machine(), "size": size, "trained_size": meta["image_shape"][:2],
               "channels": meta["image_shape"][2], "train_rows": rows,
-              "folds": len(stages), "epochs": read_params(project / "params.yaml")["train"]["epochs"],
+              "folds": len(stages), "steps": read_params(project / "params.yaml")["train"]["steps"],
+              "epochs_run": _epochs_run(project),
               "threads": threads, "seconds": times, "export_vs_train": round(times["export"] / times["train"], 4),
               "export_steps": report["seconds"], "predict_graph": report["predict_graph"],
               "oof_score": {g: report[g].get("oof_score") for g in paths.GRAPH_FILES if g in report},

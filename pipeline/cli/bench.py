@@ -196,7 +196,8 @@ def bench_export(size: int = typer.Option(64, help="Image size of the generated 
     s = r["seconds"]
     typer.echo(f"{r['train_rows']} training images, {r['size']} px x {r['channels']} channels (trained at "
                f"{'x'.join(map(str, r['trained_size']))}), {r['folds']} folds x "
-               f"{r['epochs']} epochs, {threads} threads, on {r['cpu']}")
+               f"{'/'.join(map(str, r['epochs_run']))} epochs (train.steps {r['steps']}), {threads} threads, on "
+               f"{r['cpu']}")
     typer.echo(f"train {s['train']:.0f} s [load {s['train_load_before']}], ensemble {s['ensemble']:.0f} s, "
                f"export {s['export']:.0f} s [load {s['export_load_before']}]: export / train "
                f"{r['export_vs_train']:.3f}")

@@ -32,3 +32,14 @@ def test_the_generated_competition_is_an_rgb_labels_csv_one_that_init_reads(tmp_
     assert found["layout"] == "labels_csv" and found["n_train"] == 120 and found["n_test"] == 30
     assert found["spec"].channels == 3 and (found["spec"].height, found["spec"].width) == (40, 40)
     assert sorted(found["targets"].classes) == [str(c) for c in range(10)]
+
+
+def test_the_record_gives_the_epochs_each_fold_ran_not_train_epochs(tmp_path: Path) -> None:
+    """init's recipe sets train.steps, which decides the epochs; the record reads them off the folds."""
+    from pipeline.bench.export_cost import _epochs_run
+    from pipeline.core import paths
+    from serve.atomic import write_json
+
+    for fold, epochs in ((0, 20), (1, 19)):
+        write_json(tmp_path / paths.FOLDS / f"fold{fold}/metrics.json", {"fold": fold, "epochs_run": epochs})
+    assert _epochs_run(tmp_path) == [20, 19]
