@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.bench.project_copy import copy_project, run_timed
+from pipeline.bench.project_copy import copy_project, fold_metrics, run_timed
 from pipeline.core import paths
 from pipeline.core.config import read_params
 from pipeline.core.provenance import machine
@@ -75,7 +75,7 @@ def write_rgb_competition(embedded_zip: Path, dst: Path, rows: int, test_rows: i
 def _epochs_run(project: Path) -> list[int]:
     """Each fold's epochs as trained (models/folds/fold<k>/metrics.json): init's recipe sets a budget
     in steps, so train.epochs alone does not say."""
-    return [json.loads(p.read_text())["epochs_run"] for p in sorted((project / paths.FOLDS).glob("fold*/metrics.json"))]
+    return [m["epochs_run"] for m in fold_metrics(project).values()]
 
 
 def bench_export(size: int = 64, rows: int = 8000, test_rows: int = 1000, threads: int = 2, root: Path = Path("."),

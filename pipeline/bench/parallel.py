@@ -13,7 +13,6 @@ writes bench/parallel.json.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.bench.project_copy import copy_project, run_timed
+from pipeline.bench.project_copy import copy_project, fold_metrics, run_timed
 from pipeline.core import paths
 from pipeline.core.config import read_params
 from pipeline.core.provenance import machine
@@ -30,11 +29,10 @@ from pipeline.distributed import dvcstate
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
+
+
 def _fold_accuracy(project: Path) -> dict[str, float]:
-    out = {}
-    for metrics in sorted((project / paths.FOLDS).glob("fold*/metrics.json")):
-        out[metrics.parent.name] = json.loads(metrics.read_text())["val_accuracy"]
-    return out
+    return {name: m["val_accuracy"] for name, m in fold_metrics(project).items()}
 
 
 def _reset_folds(project: Path) -> None:
@@ -69,10 +67,10 @@ def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, tr
             _logger.info("bench round %d: %s side (%d folds)", r + 1, side, len(names))
             if side == "sequential":  # DVC's own loop: one fold after another, `workers` threads each
                 times[side] = run_timed([dvcstate.dvc_bin(), "repro", "--force", "--single-item", *names], project,
-                                   threads=workers)
+                                        threads=workers)
             else:  # one Ray task per fold, `workers` of them at a time, one thread each
                 times[side] = run_timed([str(Path(sys.executable).parent / "foldwise"), "train", "--parallel",
-                                    "--cpus-per-fold", "1"], project, threads=1)
+                                         "--cpus-per-fold", "1"], project, threads=1)
             times[f"{side}_load_before"] = round(load, 2)
         runs.append({"round": r + 1, "first": order[0][0], **{k: round(v, 1) for k, v in times.items()},
                      "ratio": round(times["sequential"] / times["parallel"], 3)})

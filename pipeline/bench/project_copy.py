@@ -1,11 +1,13 @@
 """Helpers of the benches that time whole `dvc repro` runs: a throw-away copy of the project and a
-timed command in it (`foldwise bench parallel`, `foldwise bench export`).
+timed command in it (`foldwise bench parallel`, `foldwise bench export`), and its folds' metrics.
 
     copy_project(Path("."), Path("bench/x/project"), epochs=1, train_rows=None)
     seconds = run_timed(["dvc", "repro"], Path("bench/x/project"), threads=2)
+    fold_metrics(Path("bench/x/project"))     # {"fold0": models/folds/fold0/metrics.json, ...}
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.core import paths
 from pipeline.core.config import read_params
 from serve.errors import UserError
 
@@ -68,3 +71,9 @@ def run_timed(cmd: list[str], cwd: Path, threads: int) -> float:
         raise UserError(f"bench: `{' '.join(cmd)}` failed in {cwd}: "
                         + " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])[:400])
     return seconds
+
+
+def fold_metrics(project: Path) -> dict[str, dict]:
+    """{fold folder name: its metrics.json} of every trained fold under the project's models/folds/."""
+    files = sorted((project / paths.FOLDS).glob("fold*/metrics.json"))
+    return {p.parent.name: json.loads(p.read_text()) for p in files}

@@ -43,7 +43,7 @@ def bench_train(steps: int = typer.Option(40, help="Train steps per measurement.
         typer.echo(f"{name:<10} {v['images_per_s']:>9.0f} {v['gflops_per_s']:>8.1f} {v['matmul_gflops_per_s']:>15.1f} "
                    f"{100 * v['fraction_of_matmul']:>9.0f}%")
     typer.echo(f"bf16 / fp32: {r['bf16_vs_fp32']:.2f}x" if r["bf16_vs_fp32"] is not None else
-               "bf16: not timed (no native bf16 on this CPU: emulated ~8x slower; train.amp: auto trains fp32)")
+               "bf16: not timed (no native bf16 on this CPU: emulated, ~8x slower than fp32)")
     typer.echo(f"train.amp -> {r['precision']}")
     typer.echo(f"training loop ({r['configured']}) {r['train_loop_images_per_s']:8.0f} images/s")
     typer.echo(f"pure compute  ({r['configured']}) {r['pure_compute_images_per_s']:8.0f} images/s")
