@@ -159,12 +159,17 @@ def convert_arrays(images: np.ndarray, spec: ImageSpec) -> np.ndarray:
     return out
 
 
-def default_workers() -> int:
-    """Threads for decoding: one per usable core (Pillow releases the GIL while it decodes and resizes)."""
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's share), at least 1."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """Threads for decoding: one per usable core (Pillow releases the GIL while it decodes and resizes)."""
+    return usable_cores()
 
 
 def load_images(paths: Sequence[str | os.PathLike], spec: ImageSpec, workers: int | None = None,

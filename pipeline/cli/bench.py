@@ -210,8 +210,12 @@ def bench_export(size: int = typer.Option(64, help="Image size of the generated 
 
 @bench_app.command("serve")
 def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensemble to serve."),
-                threads: int | None = typer.Option(None, help="onnxruntime threads, server and offline alike "
+                threads: int | None = typer.Option(None, help="onnxruntime threads of offline `foldwise predict` "
                                                                "[default: all cores]."),
+                server_workers: int | None = typer.Option(None, min=1, help="The server's --workers [default: "
+                                                                           "foldwise serve's]."),
+                server_threads: int | None = typer.Option(None, min=1, help="The server's --threads [default: "
+                                                                           "foldwise serve's]."),
                 max_batch: int = typer.Option(64, help="The server's --max-batch."),
                 max_delay_ms: float = typer.Option(5.0, help="The server's --max-delay-ms."),
                 concurrency: list[int] = typer.Option([1, 8, 64], help="Concurrent clients (repeat the option)."),
@@ -224,12 +228,12 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
                 url: str | None = typer.Option(None, help="Use this running server (loopback only) instead of "
                                                               "starting one (no memory run then)."),
                 token_file: Path | None = typer.Option(None, help="Bearer token for --url.")) -> None:
-    """The HTTP server under load vs offline `foldwise predict` on the same model and threads, in one run.
+    """The HTTP server under load vs offline `foldwise predict` on the same model and cores, in one run.
 
     Throughput, p50/p95/p99 latency and the batcher's mean batch at each concurrency and request
     size; then the server's memory sampled over a soak run. Writes bench/serve.json.
 
-    Example: foldwise bench serve --model models/ensemble.onnx --threads 2
+    Example: foldwise bench serve --model models/ensemble.onnx
     """
     from serve.http.bench import bench_serve as run_bench
     from serve.http.config import read_token
@@ -237,13 +241,18 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
     if not model.is_file():
         raise UserError(f"{model}: model file not found")
     token = read_token(token_file) if token_file else None
-    r = run_bench(model, threads, max_batch, max_delay_ms, tuple(concurrency), tuple(size), images, seconds,
-                  offline_images, soak_seconds, soak_concurrency, url, token, progress=typer.echo)
+    if url and (server_workers or server_threads):
+        raise UserError("--server-workers/--server-threads set up the server this bench starts: start the one at "
+                        "--url with `foldwise serve --workers/--threads`")
+    r = run_bench(model, threads, server_workers, server_threads, max_batch, max_delay_ms, tuple(concurrency),
+                  tuple(size), images, seconds, offline_images, soak_seconds, soak_concurrency, url, token,
+                  progress=typer.echo)
     write_record("serve", r)
-    typer.echo(f"\n{r['model']} on {r['provider']}, {r['threads'] or 'all'} threads; max batch {r['max_batch']}, "
+    typer.echo(f"\n{r['model']} on {r['provider']}: server {r['server_workers']} worker(s) x {r['server_threads']} "
+               f"thread(s), offline {r['threads'] or 'all'} threads; max batch {r['max_batch']}, "
                f"max delay {r['max_delay_ms']:g} ms")
     typer.echo(f"CPU: {r['cpu']}; load average {r['load_average_start']} (start), {r['load_average_end']} (end)")
-    typer.echo("offline = `foldwise predict` (.npy, batch 256, same model and threads) run just before and just "
+    typer.echo("offline = `foldwise predict` (.npy, batch 256, same model) run just before and just "
                "after each row; vs offline = images/s / offline")
     typer.echo(f"{'images/req':>10} {'conc':>5} {'requests':>8} {'images/s':>9} {'offline':>8} {'vs offline':>10} "
                f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'batch ms':>9} {'loop cpu':>8} "
@@ -256,7 +265,7 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
                    f"{s['p95_ms']:>8.1f} {s['p99_ms']:>8.1f} {s['mean_batch']:>10.1f} "
                    f"{s['mean_batch_compute_ms']:>9.1f} {loop_cpu:>8.2f} "
                    f"{s['cpu_ms_per_request_client']:>10.2f} {s['errors'] or '-'}")
-    typer.echo("loop cpu, client cpu: CPU ms per request of the server's event-loop thread (HTTP, parsing, "
+    typer.echo("loop cpu, client cpu: CPU ms per request of the server's event-loop threads (HTTP, parsing, "
                "encoding) and of this load generator, both taken from the cores onnxruntime runs on")
     single = {s["concurrency"]: s for s in r["scenarios"] if s["images_per_request"] == 1}
     if 1 in single and single:

@@ -25,7 +25,8 @@ def predict(
     probs: Path | None = typer.Option(None, help="Also write class probabilities to this CSV."),
     batch_size: int | None = typer.Option(None, help="Images per onnxruntime call [default 256]."),
     provider: str | None = typer.Option(None, help="auto | cpu | cuda [default auto]."),
-    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
+    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads per worker [default: the cores "
+                                                  "divided among the workers; all cores with one worker]."),
     chunk_rows: int = typer.Option(4096, help="Rows read, predicted and written (resumably) at a time."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     config: Path | None = typer.Option(None, help="Take defaults from this params file's `predict` section."),
@@ -97,7 +98,8 @@ def serve(
     model: Path = typer.Option(..., "--model", "-m", help="ONNX ensemble written by `foldwise export`."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (any non-loopback one needs --token-file)."),
     port: int = typer.Option(8000, help="TCP port."),
-    workers: int = typer.Option(1, help="Server processes (one onnxruntime session and batcher each)."),
+    workers: int | None = typer.Option(None, help="Server processes (one onnxruntime session and batcher each) "
+                                                  "[default: on the CPU one per core, at most 4; on a GPU 1]."),
     max_batch: int = typer.Option(64, help="Images per onnxruntime run formed by the dynamic batcher."),
     max_delay_ms: float = typer.Option(5.0, help="Longest wait for a batch to fill, from its first request."),
     max_queue: int = typer.Option(2048, help="Images waiting for the batcher; a request beyond gets 429."),
@@ -112,7 +114,8 @@ def serve(
     job_batch_size: int = typer.Option(256, help="Images per onnxruntime run inside a job."),
     model_name: str | None = typer.Option(None, help="Model name in /v2/models/<name> [default: the file's stem]."),
     provider: str = typer.Option("auto", help="auto | cpu | cuda."),
-    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads [default: all cores]."),
+    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads per worker [default: the cores "
+                                                  "divided among the workers; all cores with one worker]."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One JSON line per request on stderr."),
     spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="Let onnxruntime threads spin-wait between "

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
+import signal
+import sys
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -36,9 +40,11 @@ from serve.http.jobs import JobRunner, JobStore
 from serve.http.metrics import AccessLog, Metrics, setup_access_log
 from serve.http.security import BearerAuth, BodyLimit, resolve_under
 from serve.http.simple import PredictInputs, render
+from serve.images import usable_cores
 from serve.logs import setup_logging
 
 _logger = logging.getLogger("foldwise.serve")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 
 
@@ -54,7 +60,8 @@ class Service:
         self.batcher = DynamicBatcher(self.engine.predict, config.max_batch, config.max_delay_ms / 1000,
                                       config.max_queue, on_batch=self.metrics.batch_done,
                                       on_queue=self.metrics.queue_images.set)
-        extra = {"max_batch": config.max_batch, "max_delay_ms": config.max_delay_ms,
+        extra = {"max_batch": config.max_batch, "max_delay_ms": config.max_delay_ms, "workers": config.workers or 1,
+                 "threads": config.threads or usable_cores(),
                  "model_sha256": sha256_file(config.model)}
         self.card = protocol.ModelCard.of(self.engine, self.name, config.max_images, extra)
         self.inputs = PredictInputs(self.engine, config.max_images, config.max_pixels)
@@ -234,7 +241,21 @@ async def _tick(svc: Service) -> None:
 
 def app_from_env() -> FastAPI:
     """uvicorn's factory in worker processes (`foldwise serve --workers N`)."""
+    stop_with_parent()
     config = ServeConfig.from_env()
     setup_logging()  # a spawned worker has none of the CLI's set-up: log like the parent
     setup_access_log(config.access_log)
     return create_app(config)
+
+
+def stop_with_parent() -> None:
+    """Ask Linux for SIGTERM when the supervising process dies (a `kill -9` of `foldwise serve`, the OOM
+    killer): the worker then stops gracefully (jobs checkpointed) instead of serving on as an orphan."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        _logger.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): this worker outlives a killed parent",
+                        ctypes.get_errno())
+    elif os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

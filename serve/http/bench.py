@@ -1,17 +1,20 @@
 """`foldwise bench serve`: the HTTP server under load next to offline `foldwise predict`, in one run.
 
-    foldwise bench serve --model models/ensemble.onnx --threads 2 --soak-seconds 600
+    foldwise bench serve --model models/ensemble.onnx --soak-seconds 600
+    foldwise bench serve --model models/ensemble.onnx --server-workers 1 --server-threads 2   # another placement
 
-Starts `foldwise serve` on a free 127.0.0.1 port (or uses --url, loopback only), then:
+Starts `foldwise serve` on a free 127.0.0.1 port with its default placement of worker processes
+and threads unless --server-workers/--server-threads say otherwise (or uses --url, loopback only),
+then:
   1. for each request size (1 and 256 images) and concurrency (1, 8, 64): a bounded run of v2
      binary-tensor requests (aiohttp): throughput, p50/p95/p99 latency, and from the server's
      /metrics the mean batch the dynamic batcher formed and its onnxruntime seconds, and the CPU
      milliseconds per request of the load generator and (a server it started) of the server's
-     event-loop thread and of all its threads: on one machine HTTP's CPU is taken from onnxruntime,
-     so offline x compute / (compute + HTTP) bounds the ratio;
+     event-loop threads (one per worker process) and of all its threads: on one machine HTTP's CPU
+     is taken from onnxruntime, so offline x compute / (compute + HTTP) bounds the ratio;
   2. between every two scenarios (and before the first), offline `foldwise predict`
-     (serve.predict.predict_file, same model and threads) on random uint8 images in a .npy, with
-     onnxruntime's spin-waiting on (predict's default) and off (the server's): a scenario's
+     (serve.predict.predict_file, same model, --threads: all cores by default) on random uint8
+     images in a .npy, with onnxruntime's spin-waiting on (predict's default) and off (the server's): a scenario's
      reference is the mean of the runs just before and just after it, in the better mode, so a
      change in the machine's load hits both sides of the ratio alike;
   3. a soak (default 10 minutes at concurrency 64, single images) sampling the server's RSS.
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serve.http.loadgen import batch_stats, get_json, infer_body, rss_mib, run_async, run_load
+from serve.http.loadgen import batch_stats, get_json, infer_body, process_tree, rss_mib, run_async, run_load
 
 _logger = logging.getLogger(__name__)
 
@@ -70,15 +73,15 @@ def free_port() -> int:
 class ServerProcess:
     """`foldwise serve` in a subprocess on a free loopback port, its log in `log`."""
 
-    def __init__(self, model: Path, threads: int | None, max_batch: int, max_delay_ms: float, max_queue: int,
-                 max_images: int, workdir: Path, log: Path) -> None:
+    def __init__(self, model: Path, workers: int | None, threads: int | None, max_batch: int, max_delay_ms: float,
+                 max_queue: int, max_images: int, workdir: Path, log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "pipeline.cli", "serve", "--model", str(model), "--port", str(self.port),
                 "--max-batch", str(max_batch), "--max-delay-ms", str(max_delay_ms), "--max-queue", str(max_queue),
                 "--max-images", str(max_images), "--jobs-dir", str(workdir / "jobs")]
-        if threads:
-            args += ["--threads", str(threads)]
+        args += ["--workers", str(workers)] if workers else []
+        args += ["--threads", str(threads)] if threads else []
         self.log = open(log, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
@@ -131,20 +134,25 @@ def offline_pair(model: Path, shape, threads: int | None, n: int, workdir: Path)
 
 def cpu_seconds(pid: int | None) -> dict[str, float]:
     """CPU seconds so far: this process (the load generator), and where `pid` (the server) is known,
-    its main thread (uvicorn's event loop: HTTP, parsing, encoding) and all its threads (onnxruntime too)."""
+    the main threads of it and its worker processes (uvicorn's event loops: HTTP, parsing, encoding)
+    and all their threads (onnxruntime too)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {"client": usage.ru_utime + usage.ru_stime}
     if pid is not None:
         tick = os.sysconf("SC_CLK_TCK")
         out["server_event_loop"] = out["server_all"] = 0.0
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                seconds = (int(fields[11]) + int(fields[12])) / tick   # utime + stime
-                out["server_all"] += seconds
-                if tid == str(pid):
-                    out["server_event_loop"] += seconds
+        for process in process_tree(pid):
+            tids: list[str] = []
+            with contextlib.suppress(OSError):  # a process that ended meanwhile counts no more
+                tids = os.listdir(f"/proc/{process}/task")
+            for tid in tids:
+                with contextlib.suppress(OSError):
+                    stat = Path(f"/proc/{process}/task/{tid}/stat").read_text()
+                    fields = stat[stat.rindex(")") + 2:].split()
+                    seconds = (int(fields[11]) + int(fields[12])) / tick   # utime + stime
+                    out["server_all"] += seconds
+                    if tid == str(process):
+                        out["server_event_loop"] += seconds
     return out
 
 
@@ -200,7 +208,8 @@ def _soak(server: ServerProcess, name: str, input_name: str, shape, seconds: flo
             "load_average": load_average()}
 
 
-def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, max_delay_ms: float = 5.0,
+def bench_serve(model: Path, threads: int | None = None, server_workers: int | None = None,
+                server_threads: int | None = None, max_batch: int = 64, max_delay_ms: float = 5.0,
                 concurrencies: tuple[int, ...] = (1, 8, 64), sizes: tuple[int, ...] = (1, 256),
                 images_budget: int = 4096, seconds: float = 30.0, offline_images: int = 1024,
                 soak_seconds: float = 600.0, soak_concurrency: int = 64, url: str | None = None,
@@ -212,8 +221,8 @@ def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, ma
         server = None
         if url is None:
             max_queue = max(2048, max(concurrencies) * max(sizes))
-            server = ServerProcess(model, threads, max_batch, max_delay_ms, max_queue, max(sizes), workdir,
-                                   Path("bench") / "serve-server.log" if Path("bench").is_dir()
+            server = ServerProcess(model, server_workers, server_threads, max_batch, max_delay_ms, max_queue,
+                                   max(sizes), workdir, Path("bench") / "serve-server.log" if Path("bench").is_dir()
                                    else workdir / "server.log")
             url = server.url
         try:
@@ -221,10 +230,13 @@ def bench_serve(model: Path, threads: int | None = None, max_batch: int = 64, ma
             name = model.stem
             meta = get_json(f"{url}/v2/models/{name}", token)
             shape = tuple(meta["inputs"][0]["shape"][1:])
-            result = {"model": str(model), "server": health["name"], "provider": meta["parameters"]["provider"],
-                      "threads": threads, "max_batch": max_batch, "max_delay_ms": max_delay_ms,
+            params = meta["parameters"]
+            result = {"model": str(model), "server": health["name"], "provider": params["provider"],
+                      "threads": threads, "server_workers": params.get("workers"),
+                      "server_threads": params.get("threads"), "max_batch": max_batch, "max_delay_ms": max_delay_ms,
                       "cpu": cpu_description(), "load_average_start": load_average(), "scenarios": []}
-            progress(f"server {url}: model {name} on {result['provider']}; load average {load_average()}")
+            progress(f"server {url}: model {name} on {result['provider']}, {result['server_workers']} worker(s) x "
+                     f"{result['server_threads']} thread(s); load average {load_average()}")
             # each scenario sits between two offline runs; its reference is their mean (the better
             # onnxruntime mode), so a change in the machine's load hits both sides alike
             previous = offline_pair(model, shape, threads, offline_images, workdir)

@@ -12,12 +12,14 @@ import ipaddress
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from serve.errors import UserError
+from serve.images import usable_cores
 
 ENV = "FOLDWISE_SERVE_CONFIG"
+MAX_AUTO_WORKERS = 4  # worker processes `foldwise serve` starts by itself on the CPU (each holds the model)
 
 
 @dataclass
@@ -26,9 +28,9 @@ class ServeConfig:
     model_name: str | None = None      # the v2 model name (default: the file's stem, e.g. "ensemble")
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1                   # uvicorn worker processes, one session and batcher each
+    workers: int | None = None         # uvicorn worker processes, one session and batcher each (None: placed())
     provider: str = "auto"
-    threads: int | None = None         # onnxruntime intra-op threads (default: all cores)
+    threads: int | None = None         # onnxruntime intra-op threads per worker (None: placed())
     require_gpu: bool = False
     spinning: bool = False             # onnxruntime threads spin-wait between runs (off: CPU left to HTTP)
     max_batch: int = 64                # images per onnxruntime run formed by the dynamic batcher
@@ -51,9 +53,10 @@ class ServeConfig:
 
     def validate(self) -> None:
         """UserError (naming the option) for a setting that cannot work."""
-        positive = {"--workers": self.workers, "--max-batch": self.max_batch, "--max-queue": self.max_queue,
-                    "--max-images": self.max_images, "--max-pixels": self.max_pixels,
-                    "--job-chunk-rows": self.job_chunk_rows, "--job-batch-size": self.job_batch_size}
+        given = {"--workers": self.workers, "--threads": self.threads}  # None: placed() decides
+        positive = {"--max-batch": self.max_batch, "--max-queue": self.max_queue, "--max-images": self.max_images,
+                    "--max-pixels": self.max_pixels, "--job-chunk-rows": self.job_chunk_rows,
+                    "--job-batch-size": self.job_batch_size, **{k: v for k, v in given.items() if v is not None}}
         for option, value in positive.items():
             if value < 1:
                 raise UserError(f"{option}: must be at least 1, got {value}")
@@ -77,6 +80,25 @@ class ServeConfig:
             raise UserError(f"--data-root {self.data_root}: not a folder")
         if not self.name.replace("_", "").replace("-", "").replace(".", "").isalnum():
             raise UserError(f"--model-name {self.name!r}: use letters, digits, '.', '_' and '-'")
+
+    def placed(self, provider: str, cores: int | None = None) -> ServeConfig:
+        """This config with workers and threads decided for `provider` (the session's execution provider)
+        on `cores` usable cores (default: this process's). What is given stays. On a GPU: one worker (one
+        session owns the device) with the threads asked for. On the CPU: ``min(cores, MAX_AUTO_WORKERS)``
+        worker processes sharing the cores (2 cores: 2 single-threaded workers). Each worker's event loop
+        (HTTP, parsing, the batcher) then overlaps another's onnxruntime run, where one process with all
+        cores leaves them idle while its event loop works: at 64 concurrent single-image clients on a
+        2-core CPU, 0.90-0.94x offline against 0.76-0.85x (docs/results.md). The cap bounds the model
+        copies in memory on a many-core machine."""
+        cores = cores or usable_cores()
+        workers, threads = self.workers, self.threads
+        if provider == "CUDAExecutionProvider":
+            workers = workers or 1
+        elif workers is None:
+            workers = max(1, min(cores // threads if threads else cores, MAX_AUTO_WORKERS))
+        if threads is None and workers > 1 and provider != "CUDAExecutionProvider":
+            threads = max(1, cores // workers)
+        return replace(self, workers=workers, threads=threads)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

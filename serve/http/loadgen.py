@@ -11,11 +11,14 @@ flight are awaited) and only loopback addresses are accepted as targets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -130,10 +133,32 @@ def batch_stats(url: str, token: str | None = None) -> dict[str, float]:
     return out
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a multi-worker server's uvicorn workers), from /proc; parents first."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        for tid in _listdir(f"/proc/{tree[i]}/task"):
+            with contextlib.suppress(OSError):
+                tree += [int(c) for c in Path(f"/proc/{tree[i]}/task/{tid}/children").read_text().split()]
+        i += 1
+    return tree
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:  # the process ended meanwhile
+        return []
+
+
 def rss_mib(pid: int) -> float:
-    """Resident memory of process `pid` in MiB (Linux /proc)."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise ProcessLookupError(pid)
+    """Resident memory of process `pid` and its descendants in MiB (Linux /proc)."""
+    total, found = 0.0, False
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    total, found = total + int(line.split()[1]) / 1024, True
+    if not found:
+        raise ProcessLookupError(pid)
+    return total

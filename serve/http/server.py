@@ -3,9 +3,11 @@
     foldwise serve --model models/ensemble.onnx --host 127.0.0.1 --port 8000 --max-batch 64 --max-delay-ms 5
 
 Mistakes (a missing model, a non-loopback --host without --token-file, --require-gpu on a CPU)
-end as one `error:` line before anything listens. One worker: the app runs in this process on
-the session opened here. `--workers N`: uvicorn starts N processes, each with its own session and
-batcher (config passed through the environment; Prometheus multiprocess mode for /metrics).
+end as one `error:` line before anything listens. Workers and threads not given are placed by
+`ServeConfig.placed` (on the CPU one worker per core up to 4, the cores shared among them; on a GPU
+one). One worker: the app runs in this process on the session opened here. N workers: uvicorn
+starts N processes, each with its own session and batcher (config passed through the environment;
+Prometheus multiprocess mode for /metrics).
 """
 from __future__ import annotations
 
@@ -34,10 +36,11 @@ def run(config: ServeConfig, announce=print) -> None:
     setup_access_log(config.access_log)
     engine = Engine(config.model, provider=config.provider, threads=config.threads, require_gpu=config.require_gpu,
                     spinning=config.spinning)
+    config = config.placed(engine.provider)
     auth = "bearer token required" if config.token_file else "no auth (loopback only)"
     announce(f"foldwise serve: model '{config.name}' ({config.model}) on {engine.provider}, "
-             f"http://{config.host}:{config.port}, {config.workers} worker(s), max batch {config.max_batch}, "
-             f"max delay {config.max_delay_ms:g} ms, {auth}")
+             f"http://{config.host}:{config.port}, {config.workers} worker(s) x {config.threads or 'all'} onnxruntime "
+             f"thread(s), max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {auth}")
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found: make that
     # handler end the process normally (exit 0, `finally` blocks run) rather than die by the signal
     signal.signal(signal.SIGTERM, _exit_after_graceful_stop)

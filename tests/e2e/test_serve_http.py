@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from PIL import Image
 from helpers.cli import assert_one_line_error, run_cli
 from helpers.server import Server, assert_json_error
 from serve.engine import Engine
+from serve.http.config import MAX_AUTO_WORKERS
+from serve.http.loadgen import process_tree
 from serve.predict import predict_file
 
 TOKEN = "test-token-0123456789abcdef"
@@ -269,9 +272,10 @@ def test_a_sigkilled_job_resumes_and_ends_byte_identical(tiny_onnx: Path, real_s
 def test_a_full_queue_answers_429_and_shutdown_finishes_requests_in_flight(tiny_onnx: Path, real_slice,
                                                                              tmp_path: Path) -> None:
     """--max-delay-ms 3000 with --max-batch above --max-queue: the first request waits in the queue
-    for 3 s, filling it; the next one is refused at once. SIGTERM then still answers the first."""
-    server = Server(tiny_onnx, tmp_path, "--max-queue", "8", "--max-images", "8", "--max-batch", "64",
-                    "--max-delay-ms", "3000", "--jobs-dir", str(tmp_path / "jobs"))
+    for 3 s, filling it; the next one is refused at once. SIGTERM then still answers the first.
+    One worker: each worker process has its own queue, and either could accept the second request."""
+    server = Server(tiny_onnx, tmp_path, "--workers", "1", "--max-queue", "8", "--max-images", "8", "--max-batch",
+                    "64", "--max-delay-ms", "3000", "--jobs-dir", str(tmp_path / "jobs"))
     _, images = slice_images(real_slice, 8)
     body = {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [8, 1, 28, 28],
                         "data": images.ravel().tolist()}]}
@@ -288,6 +292,36 @@ def test_a_full_queue_answers_429_and_shutdown_finishes_requests_in_flight(tiny_
     waiting.join()
     assert "Application shutdown complete" in server.log.read_text()
     assert first["r"].status_code == 200 and len(first["r"].json()["outputs"][0]["data"]) == 80
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whatever PID 1 the machine has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_the_default_cpu_server_runs_a_worker_per_core_and_they_stop_when_it_is_killed(tiny_onnx: Path,
+                                                                                        tmp_path: Path) -> None:
+    server = Server(tiny_onnx, tmp_path, "--jobs-dir", str(tmp_path / "jobs"))
+    cores = len(os.sched_getaffinity(0))
+    workers = min(cores, MAX_AUTO_WORKERS)
+    params = server.get("/v2/models/ensemble").json()["parameters"]
+    assert (params["workers"], params["threads"]) == ((workers, cores // workers) if cores > 1 else (1, 1))
+    assert f"{workers} worker(s) x {cores // workers if cores > 1 else 'all'} onnxruntime thread(s)" \
+        in server.log.read_text()
+    children = process_tree(server.proc.pid)[1:]
+    assert len(children) >= (workers if workers > 1 else 0)
+    server.proc.kill()  # SIGKILL to the supervisor only: its workers must not serve on as orphans
+    server.proc.wait()
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and any(map(_running, children)):
+        time.sleep(0.1)
+    assert not [pid for pid in children if _running(pid)]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/v2/health/live", timeout=5)
 
 
 def test_serve_refuses_a_public_address_without_a_token_and_a_cpu_with_require_gpu(tiny_onnx: Path,

@@ -1,7 +1,9 @@
 """Starting the real `foldwise serve` (uvicorn, a free 127.0.0.1 port) for the HTTP tests."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 import requests
 
 from helpers.cli import BIN
+from serve.http.loadgen import process_tree
 
 
 def free_port() -> int:
@@ -69,7 +72,10 @@ class Server:
         return self.proc.returncode
 
     def kill(self) -> None:
-        self.proc.kill()
+        """SIGKILL to the server and its worker processes at once (a crash: no shutdown handler runs)."""
+        for pid in process_tree(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait()
 
 

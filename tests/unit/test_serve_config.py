@@ -1,0 +1,64 @@
+"""`foldwise serve`'s placement of worker processes and threads (ServeConfig.placed), its checks of
+--workers/--threads, and the bench's view of a multi-process server (process tree, summed RSS)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from serve.errors import UserError
+from serve.http.config import MAX_AUTO_WORKERS, ServeConfig
+from serve.http.loadgen import process_tree, rss_mib
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+@pytest.mark.parametrize(("workers", "threads", "provider", "cores", "placed"), [
+    (None, None, CPU, 2, (2, 1)),                    # one single-threaded worker per core
+    (None, None, CPU, 1, (1, None)),                 # one core: one worker, onnxruntime's default threads
+    (None, None, CPU, 16, (MAX_AUTO_WORKERS, 16 // MAX_AUTO_WORKERS)),  # capped, the cores shared out
+    (None, 2, CPU, 8, (4, 2)),                       # --threads given: as many workers as fit
+    (None, 8, CPU, 2, (1, 8)),                       # more threads than cores: one worker, as asked
+    (3, None, CPU, 12, (3, 4)),                      # --workers given: the cores shared among them
+    (1, None, CPU, 8, (1, None)),                    # one worker: all cores (the former default)
+    (2, 3, CPU, 2, (2, 3)),                          # both given: kept as written
+    (None, None, CUDA, 16, (1, None)),               # a GPU: one session owns it
+    (None, 4, CUDA, 16, (1, 4)),
+])
+def test_placed_decides_only_what_was_not_given(workers, threads, provider, cores, placed) -> None:
+    config = ServeConfig(model="m.onnx", workers=workers, threads=threads).placed(provider, cores)
+    assert (config.workers, config.threads) == placed
+    assert ServeConfig.from_json(config.to_json()) == config   # what the worker processes receive
+
+
+@pytest.mark.parametrize(("field", "option"), [("workers", "--workers"), ("threads", "--threads")])
+def test_validate_names_a_zero_workers_or_threads(tmp_path: Path, field: str, option: str) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    ServeConfig(model=str(model)).validate()   # both unset: fine, placed() decides
+    with pytest.raises(UserError, match=f"^{option}: must be at least 1, got 0$"):
+        ServeConfig(model=str(model), **{field: 0}).validate()
+
+
+def test_process_tree_and_rss_cover_child_processes() -> None:
+    child = ("import subprocess, sys, time; "
+             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+             "print(p.pid, flush=True); time.sleep(30)")
+    parent = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while grandchild not in process_tree(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = process_tree(parent.pid)
+        assert tree[0] == parent.pid and grandchild in tree
+        assert rss_mib(parent.pid) > rss_mib(grandchild) > 1   # the parent's own memory plus its child's
+    finally:
+        parent.kill()
+        parent.wait()
+        subprocess.run(["kill", str(grandchild)], check=False)
+    with pytest.raises(ProcessLookupError):
+        rss_mib(parent.pid)
