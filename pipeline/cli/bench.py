@@ -158,7 +158,7 @@ def bench_parallel(epochs: int | None = typer.Option(1, help="train.epochs on bo
                                                "side: torch threads."),
                    rounds: int = typer.Option(1, help="Rounds, alternating which side goes first."),
                    train_rows: int | None = typer.Option(None, help="Only the first N training images "
-                                                            "(a shorter run) [default: all]."),
+                                                            "(a shorter run) \\[default: all]."),
                    keep: bool = typer.Option(False, help="Keep bench/parallel-folds/ (both project copies).")) -> None:
     """Every fold with `foldwise train --parallel` (1-thread Ray workers) vs sequential `dvc repro` of the
     folds (one process, N threads): wall time of each, their ratio, per-fold accuracy.
@@ -211,10 +211,10 @@ def bench_export(size: int = typer.Option(64, help="Image size of the generated 
 @bench_app.command("serve")
 def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensemble to serve."),
                 threads: int | None = typer.Option(None, help="onnxruntime threads of offline `foldwise predict` "
-                                                               "[default: all cores]."),
-                server_workers: int | None = typer.Option(None, min=1, help="The server's --workers [default: "
+                                                               "\\[default: all cores]."),
+                server_workers: int | None = typer.Option(None, min=1, help="The server's --workers \\[default: "
                                                                            "foldwise serve's]."),
-                server_threads: int | None = typer.Option(None, min=1, help="The server's --threads [default: "
+                server_threads: int | None = typer.Option(None, min=1, help="The server's --threads \\[default: "
                                                                            "foldwise serve's]."),
                 max_batch: int = typer.Option(64, help="The server's --max-batch."),
                 max_delay_ms: float = typer.Option(5.0, help="The server's --max-delay-ms."),
@@ -291,12 +291,13 @@ def bench_serve(model: Path = typer.Option(paths.graph("fp32"), help="ONNX ensem
 @bench_app.command("gpu")
 def bench_gpu(device: str = typer.Option("cuda", help="cuda (the check) or cpu (the same steps, smaller)."),
               steps: int = typer.Option(200, min=1, help="Train steps measured per setting."),
-              batch_size: int | None = typer.Option(None, min=1, help="Train batch [default: the preset's]."),
+              batch_size: int | None = typer.Option(None, min=1, help="Train batch \\[default: the preset's]."),
               infer_batch: int = typer.Option(256, min=1, help="onnxruntime's batch."),
               out: Path = typer.Option(paths.BENCH, help="Folder of gpu.json (and gpu-work/)."),
               preset: Path = typer.Option(Path("presets/full.yaml"), help="Preset whose `train` is measured."),
               compile_: bool | None = typer.Option(None, "--compile/--no-compile",
-                                                   help="Also measure torch.compile [default: on CUDA only].")) -> None:
+                                                   help="Also measure torch.compile "
+                                                        "\\[default: on CUDA only].")) -> None:
     """Training, kill-and-resume, export and inference on CUDA against the device's bf16 matmul rate: one JSON.
 
     Needs no DVC, kaggle package or network; `python -m pipeline.bench.gpu` runs it from a source tree.

@@ -23,17 +23,17 @@ def predict(
     ids: Path | None = typer.Option(None, help="For .npy input: CSV whose id column names the rows."),
     sample: Path | None = typer.Option(None, help="Sample submission: order rows like it and validate."),
     probs: Path | None = typer.Option(None, help="Also write class probabilities to this CSV."),
-    batch_size: int | None = typer.Option(None, help="Images per onnxruntime call [default 256]."),
-    provider: str | None = typer.Option(None, help="auto | cpu | cuda [default auto]."),
-    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads per worker [default: the cores "
-                                                  "divided among the workers; all cores with one worker]."),
+    batch_size: int | None = typer.Option(None, help="Images per onnxruntime call \\[default: 256]."),
+    provider: str | None = typer.Option(None, help="auto | cpu | cuda \\[default: auto]."),
+    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads per worker \\[default: all cores, "
+                                                  "or 2 x cores / --workers if that is fewer]."),
     chunk_rows: int = typer.Option(4096, help="Rows read, predicted and written (resumably) at a time."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     config: Path | None = typer.Option(None, help="Take defaults from this params file's `predict` section."),
     ray: bool = typer.Option(False, "--ray", help="Distributed over a Ray cluster (Ray Data, onnxruntime actors); "
-                             "--input may then be a glob or a folder of shards (needs the [ray] extra)."),
-    address: str | None = typer.Option(None, help="--ray: cluster address [default: RAY_ADDRESS, else local]."),
-    workers: int | None = typer.Option(None, help="--ray: onnxruntime actors [default: one per GPU, else "
+                             "--input may then be a glob or a folder of shards (needs the \\[ray] extra)."),
+    address: str | None = typer.Option(None, help="--ray: cluster address \\[default: RAY_ADDRESS, else local]."),
+    workers: int | None = typer.Option(None, help="--ray: onnxruntime actors \\[default: one per GPU, else "
                                           "CPUs / threads]."),
     shard_rows: int = typer.Option(4096, help="--ray: images per shard when a folder of images is split."),
 ) -> None:
@@ -99,7 +99,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (any non-loopback one needs --token-file)."),
     port: int = typer.Option(8000, help="TCP port."),
     workers: int | None = typer.Option(None, help="Server processes (one onnxruntime session and batcher each) "
-                                                  "[default: on the CPU one per core, at most 4; on a GPU 1]."),
+                                                  "\\[default: 2 on a CPU of 2 or more cores; with --threads, "
+                                                  "cores // threads, at most 4; 1 on a GPU]."),
     max_batch: int = typer.Option(64, help="Images per onnxruntime run formed by the dynamic batcher."),
     max_delay_ms: float = typer.Option(5.0, help="Longest wait for a batch to fill, from its first request."),
     max_queue: int = typer.Option(2048, help="Images waiting for the batcher; a request beyond gets 429."),
@@ -112,10 +113,10 @@ def serve(
     jobs_dir: Path = typer.Option(Path("jobs"), help="Where jobs (inputs, state, results) are kept."),
     job_chunk_rows: int = typer.Option(4096, help="Rows a job predicts and checkpoints at a time."),
     job_batch_size: int = typer.Option(256, help="Images per onnxruntime run inside a job."),
-    model_name: str | None = typer.Option(None, help="Model name in /v2/models/<name> [default: the file's stem]."),
+    model_name: str | None = typer.Option(None, help="Model name in /v2/models/<name> \\[default: the file's stem]."),
     provider: str = typer.Option("auto", help="auto | cpu | cuda."),
-    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads per worker [default: the cores "
-                                                  "divided among the workers; all cores with one worker]."),
+    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads per worker \\[default: all cores, "
+                                                  "or 2 x cores / --workers if that is fewer]."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One JSON line per request on stderr."),
     spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="Let onnxruntime threads spin-wait between "

@@ -36,7 +36,7 @@ def kaggle_package(dry_run: bool = typer.Option(False, "--dry-run",
 
 @kaggle_app.command("notebook")
 def kaggle_notebook(output: Path | None = typer.Option(None, "--output", "-o",
-                                                      help="Notebook to write [default: "
+                                                      help="Notebook to write \\[default: "
                                                            "kaggle/kernel/<kernel slug>.ipynb].")) -> None:
     """Write the offline inference notebook: reads the competition's test files under /kaggle/input with the readers
     and resize of `foldwise predict`, writes /kaggle/working/submission.csv (validated), prints the throughput.
@@ -50,7 +50,7 @@ def kaggle_notebook(output: Path | None = typer.Option(None, "--output", "-o",
 
 
 @kaggle_app.command("push")
-def kaggle_push(notebook: Path | None = typer.Option(None, help="The notebook [default: the one `foldwise kaggle "
+def kaggle_push(notebook: Path | None = typer.Option(None, help="The notebook \\[default: the one `foldwise kaggle "
                                                                      "notebook` wrote]."),
                 dry_run: bool = typer.Option(False, "--dry-run", help="Write kernel-metadata.json and look for a "
                                                                       "duplicate; push and submit nothing.")) -> None:

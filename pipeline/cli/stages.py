@@ -35,14 +35,14 @@ def prepare() -> None:
 
 @app.command(rich_help_panel=PANEL)
 def train(fold: int | None = typer.Option(None, "--fold", "-k", help="Fold index (0-based)."),
-          seed: int | None = typer.Option(None, help="Seed [default: this fold's seed in train.folds]."),
+          seed: int | None = typer.Option(None, help="Seed \\[default: this fold's seed in train.folds]."),
           parallel: bool = typer.Option(False, "--parallel", help="Train every stale train@k at once on Ray, "
-                                        "then record them in dvc.lock (needs the [ray] extra)."),
-          address: str | None = typer.Option(None, help="--parallel: Ray cluster [default: RAY_ADDRESS, "
+                                        "then record them in dvc.lock (needs the \\[ray] extra)."),
+          address: str | None = typer.Option(None, help="--parallel: Ray cluster \\[default: RAY_ADDRESS, "
                                                 "else a local Ray on this machine]."),
           cpus_per_fold: float | None = typer.Option(None, help="--parallel: CPUs (= torch threads) per fold "
-                                                        "[default: the cluster's CPUs / stale folds]."),
-          gpus_per_fold: float | None = typer.Option(None, help="--parallel: GPUs per fold [default: 1 if the "
+                                                        "\\[default: the cluster's CPUs / stale folds]."),
+          gpus_per_fold: float | None = typer.Option(None, help="--parallel: GPUs per fold \\[default: 1 if the "
                                                         "cluster has GPUs, else 0]."),
           dry_run: bool = typer.Option(False, "--dry-run", help="--parallel: list the stale folds, train nothing."),
           sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: SyncBatchNorm across the "
@@ -73,7 +73,7 @@ def train(fold: int | None = typer.Option(None, "--fold", "-k", help="Fold index
 
 @app.command(rich_help_panel=PANEL)
 def pseudo(fold: int = typer.Option(..., "--fold", "-k", help="Fold index (0-based)."),
-           seed: int | None = typer.Option(None, help="Seed [default: this fold's seed in train.folds].")) -> None:
+           seed: int | None = typer.Option(None, help="Seed \\[default: this fold's seed in train.folds].")) -> None:
     """Stage pseudo@k: train.pseudo_labels.rounds rounds of fold k with the test images, labelled by fold
     k's own previous round -> models/pseudo/fold<k>/ (its OOF score stays out of fold).
 

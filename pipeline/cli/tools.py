@@ -72,7 +72,7 @@ def score(submission: Path = typer.Argument(..., help="Submission CSV (labels, o
                                                   + ", ".join(f"{m} for {k}" for k, m in DEFAULT_FOR_SUBMISSION.items())
                                                   + ")."),
           positive: str | None = typer.Option(None, help="One probability column: the class it is the "
-                                                            "probability of [default: the second class]")) -> None:
+                                                            "probability of \\[default: the second class]")) -> None:
     """Score a submission on the ids a solution file covers, with the competition's metric.
 
     Example: foldwise score submissions/submission.csv data/embedded/fashion-mnist/public_solution.csv
@@ -88,10 +88,10 @@ def score(submission: Path = typer.Argument(..., help="Submission CSV (labels, o
 
 @app.command(rich_help_panel=PANEL)
 def tune(n_trials: int | None = typer.Option(None, help="Finished trials the study ends with "
-                                                     "[default: tune.n_trials]."),
+                                                     "\\[default: tune.n_trials]."),
          timeout: str | None = typer.Option(None, help="This run's budget: 30m, 2h, 600 (seconds) "
-                                                        "[default: tune.timeout]."),
-         study: str | None = typer.Option(None, help="The study's name in tune/study.db [default: tune.study]."),
+                                                        "\\[default: tune.timeout]."),
+         study: str | None = typer.Option(None, help="The study's name in tune/study.db \\[default: tune.study]."),
          confirm: bool = typer.Option(True, help="Confirm the best params against the current ones on the folds "
                                                  "no trial trained on (what decides)."),
          params: Path = typer.Option(Path(PARAMS_FILE), help="Params file (its tune and train sections).")) -> None:
@@ -129,7 +129,7 @@ def doctor() -> None:
 def ladder(rungs: str = typer.Option("linear,mlp,cnn,weight_decay,dropout,augment,early_stopping,default",
                                      help="Comma-separated rungs, in order (pipeline/tools/ladder.py lists them)."),
            folds: str = typer.Option("0", help="Comma-separated folds each rung trains (and is scored on)."),
-           epochs: int | None = typer.Option(None, min=1, help="Epochs of every rung [default: train.epochs or "
+           epochs: int | None = typer.Option(None, min=1, help="Epochs of every rung \\[default: train.epochs or "
                                                                "train.steps].")) -> None:
     """The course's ladder (linear, MLP, CNN, each remedy, the default), one DVC experiment per rung.
 

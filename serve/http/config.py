@@ -19,7 +19,9 @@ from serve.errors import UserError
 from serve.images import usable_cores
 
 ENV = "FOLDWISE_SERVE_CONFIG"
-MAX_AUTO_WORKERS = 4  # worker processes `foldwise serve` starts by itself on the CPU (each holds the model)
+AUTO_WORKERS = 2       # worker processes of `foldwise serve` on the CPU when neither --workers nor --threads is given
+MAX_AUTO_WORKERS = 4   # at most this many when only --threads is given (each worker holds the model)
+THREADS_PER_CORE = 2   # onnxruntime threads of all workers together per core, when only --workers is given
 
 
 @dataclass
@@ -83,21 +85,24 @@ class ServeConfig:
 
     def placed(self, provider: str, cores: int | None = None) -> ServeConfig:
         """This config with workers and threads decided for `provider` (the session's execution provider)
-        on `cores` usable cores (default: this process's). What is given stays. On a GPU: one worker (one
-        session owns the device) with the threads asked for. On the CPU: ``min(cores, MAX_AUTO_WORKERS)``
-        worker processes sharing the cores (2 cores: 2 single-threaded workers). Each worker's event loop
-        (HTTP, parsing, the batcher) then overlaps another's onnxruntime run, where one process with all
-        cores leaves them idle while its event loop works: at 64 concurrent single-image clients on a
-        2-core CPU, 0.90-0.94x offline against 0.76-0.85x (docs/results.md). The cap bounds the model
-        copies in memory on a many-core machine."""
+        on `cores` usable cores (default: this process's); what is given stays.
+
+        On a GPU: one worker (one session owns the device). On the CPU, neither given: AUTO_WORKERS
+        processes, each with threads for every core, so one worker's event loop (HTTP, parsing, the
+        batcher) overlaps the other's onnxruntime run and a lone large request still gets all cores:
+        on 2 cores 0.89x offline with 64 single-image clients and 0.94-1.04x with 256-image requests,
+        where 1 worker x 2 threads gave 0.72-0.83x and 1.0x, and 2 workers x 1 thread 0.94x and
+        0.59-0.72x (docs/results.md, "Serving placement"). --threads T alone: as many workers as fit in
+        the cores (at most MAX_AUTO_WORKERS: each holds the model). --workers W alone: threads so that
+        the workers together run at most THREADS_PER_CORE threads per core, at most all cores each."""
         cores = cores or usable_cores()
         workers, threads = self.workers, self.threads
         if provider == "CUDAExecutionProvider":
-            workers = workers or 1
-        elif workers is None:
-            workers = max(1, min(cores // threads if threads else cores, MAX_AUTO_WORKERS))
-        if threads is None and workers > 1 and provider != "CUDAExecutionProvider":
-            threads = max(1, cores // workers)
+            return replace(self, workers=workers or 1)
+        if workers is None:
+            workers = min(cores, AUTO_WORKERS) if threads is None else max(1, min(cores // threads, MAX_AUTO_WORKERS))
+        if threads is None and workers > 1:
+            threads = max(1, min(cores, THREADS_PER_CORE * cores // workers))
         return replace(self, workers=workers, threads=threads)
 
     def to_json(self) -> str:

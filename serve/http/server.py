@@ -4,9 +4,9 @@
 
 Mistakes (a missing model, a non-loopback --host without --token-file, --require-gpu on a CPU)
 end as one `error:` line before anything listens. Workers and threads not given are placed by
-`ServeConfig.placed` (on the CPU one worker per core up to 4, the cores shared among them; on a GPU
-one). One worker: the app runs in this process on the session opened here. N workers: uvicorn
-starts N processes, each with its own session and batcher (config passed through the environment;
+`ServeConfig.placed` (on the CPU two workers, each with threads for every core; on a GPU one).
+One worker: the app runs in this process on the session opened here. N workers: uvicorn starts N
+processes, each with its own session and batcher (config passed through the environment;
 Prometheus multiprocess mode for /metrics).
 """
 from __future__ import annotations

@@ -10,20 +10,22 @@ from pathlib import Path
 import pytest
 
 from serve.errors import UserError
-from serve.http.config import MAX_AUTO_WORKERS, ServeConfig
+from serve.http.config import AUTO_WORKERS, MAX_AUTO_WORKERS, ServeConfig
 from serve.http.loadgen import process_tree, rss_mib
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 @pytest.mark.parametrize(("workers", "threads", "provider", "cores", "placed"), [
-    (None, None, CPU, 2, (2, 1)),                    # one single-threaded worker per core
+    (None, None, CPU, 2, (2, 2)),                    # two workers, each with threads for every core
+    (None, None, CPU, 16, (AUTO_WORKERS, 16)),
     (None, None, CPU, 1, (1, None)),                 # one core: one worker, onnxruntime's default threads
-    (None, None, CPU, 16, (MAX_AUTO_WORKERS, 16 // MAX_AUTO_WORKERS)),  # capped, the cores shared out
-    (None, 2, CPU, 8, (4, 2)),                       # --threads given: as many workers as fit
+    (None, 1, CPU, 2, (2, 1)),                       # --threads given: as many workers as fit in the cores
+    (None, 2, CPU, 16, (MAX_AUTO_WORKERS, 2)),       # ... at most MAX_AUTO_WORKERS
     (None, 8, CPU, 2, (1, 8)),                       # more threads than cores: one worker, as asked
-    (3, None, CPU, 12, (3, 4)),                      # --workers given: the cores shared among them
-    (1, None, CPU, 8, (1, None)),                    # one worker: all cores (the former default)
+    (4, None, CPU, 2, (4, 1)),                       # --workers given: THREADS_PER_CORE x cores threads in all
+    (3, None, CPU, 12, (3, 8)),
+    (1, None, CPU, 8, (1, None)),                    # one worker: onnxruntime's default (all cores)
     (2, 3, CPU, 2, (2, 3)),                          # both given: kept as written
     (None, None, CUDA, 16, (1, None)),               # a GPU: one session owns it
     (None, 4, CUDA, 16, (1, 4)),
