@@ -118,26 +118,21 @@ class Engine:
     """An onnxruntime session over one foldwise ensemble model."""
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto",
-                 threads: int | None = None, require_gpu: bool = False, spinning: bool = True) -> None:
+                 threads: int | None = None, require_gpu: bool = False, spinning: bool = True,
+                 small_batch: int = 0) -> None:
         """`spinning=False`: onnxruntime's worker threads sleep between runs instead of spin-waiting
-        (a server running many small batches leaves that CPU to its HTTP side)."""
+        (a server running many small batches leaves that CPU to its HTTP side). `small_batch=n` (CPU
+        only): batches of fewer than n images run on a second, single-threaded session of the same
+        model (a second copy in memory), so that small batches pay no thread barriers while other
+        processes share the cores, and large ones still get `threads`."""
         self.path = Path(model_path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: model file not found")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=choose_providers(provider))
-        except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-                ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-                ort.capi.onnxruntime_pybind11_state.Fail) as exc:
-            raise UserError(f"{self.path}: not a valid ONNX model ({first_line(exc)})") from None
+        self.spinning = spinning
+        self.session = self._open(provider, threads)
         self.provider = self.session.get_providers()[0]
+        self.small_batch = small_batch if self.provider == "CPUExecutionProvider" and threads != 1 else 0
+        self.small_session = self._open("cpu", 1) if self.small_batch else None
         if require_gpu and self.provider != "CUDAExecutionProvider":
             raise UserError(f"--require-gpu: onnxruntime runs {self.path.name} on {self.provider}, not CUDA "
                             f"(available: {', '.join(ort.get_available_providers())}; GPU present: {gpu_present()})")
@@ -151,6 +146,21 @@ class Engine:
             raise UserError(f"{self.path}: input {inp.name} is {inp.type} {inp.shape}, expected "
                             f"uint8 [N, {c}, {h}, {w}] as written by `foldwise export`")
         _logger.info("model %s on %s", self.path, self.provider)
+
+    def _open(self, provider: str, threads: int | None) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(str(self.path), options, providers=choose_providers(provider))
+        except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+                ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+                ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+            raise UserError(f"{self.path}: not a valid ONNX model ({first_line(exc)})") from None
 
     def _read_info(self) -> ModelInfo:
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -186,7 +196,8 @@ class Engine:
             binding.bind_output(self.output_name)
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
-        return self.session.run([self.output_name], {self.input_name: images})[0]
+        session = self.small_session if len(images) < self.small_batch else self.session
+        return session.run([self.output_name], {self.input_name: images})[0]
 
     def predict_batched(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         """`predict` over `images` in slices of `batch_size`; `[0, num_classes]` for no images."""

@@ -25,8 +25,7 @@ def predict(
     probs: Path | None = typer.Option(None, help="Also write class probabilities to this CSV."),
     batch_size: int | None = typer.Option(None, help="Images per onnxruntime call \\[default: 256]."),
     provider: str | None = typer.Option(None, help="auto | cpu | cuda \\[default: auto]."),
-    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads per worker \\[default: all cores, "
-                                                  "or 2 x cores / --workers if that is fewer]."),
+    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads \\[default: all cores]."),
     chunk_rows: int = typer.Option(4096, help="Rows read, predicted and written (resumably) at a time."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     config: Path | None = typer.Option(None, help="Take defaults from this params file's `predict` section."),
@@ -117,6 +116,9 @@ def serve(
     provider: str = typer.Option("auto", help="auto | cpu | cuda."),
     threads: int | None = typer.Option(None, help="onnxruntime intra-op threads per worker \\[default: all cores, "
                                                   "or 2 x cores / --workers if that is fewer]."),
+    small_batch: int | None = typer.Option(None, help="Batches of fewer images run on a single-threaded second "
+                                                      "session (0: off) \\[default: 32 with several multi-threaded "
+                                                      "CPU workers, else 0]."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One JSON line per request on stderr."),
     spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="Let onnxruntime threads spin-wait between "
@@ -137,7 +139,8 @@ def serve(
     if provider not in PROVIDERS:
         raise UserError(f"--provider {provider!r}: use {', '.join(PROVIDERS[:-1])} or {PROVIDERS[-1]}")
     run(ServeConfig(model=str(model), model_name=model_name, host=host, port=port, workers=workers,
-                    provider=provider, threads=threads, require_gpu=require_gpu, max_batch=max_batch,
+                    provider=provider, threads=threads, small_batch=small_batch, require_gpu=require_gpu,
+                    max_batch=max_batch,
                     max_delay_ms=max_delay_ms, max_queue=max_queue, max_images=max_images, max_body_mb=max_body_mb,
                     max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                     token_file=str(token_file) if token_file else None,

@@ -54,14 +54,15 @@ class Service:
     def __init__(self, config: ServeConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine or Engine(config.model, provider=config.provider, threads=config.threads,
-                                       require_gpu=config.require_gpu, spinning=config.spinning)
+                                       require_gpu=config.require_gpu, spinning=config.spinning,
+                                       small_batch=config.small_batch or 0)
         self.name = config.name
         self.metrics = Metrics(self.name, self.engine.provider)
         self.batcher = DynamicBatcher(self.engine.predict, config.max_batch, config.max_delay_ms / 1000,
                                       config.max_queue, on_batch=self.metrics.batch_done,
                                       on_queue=self.metrics.queue_images.set)
         extra = {"max_batch": config.max_batch, "max_delay_ms": config.max_delay_ms, "workers": config.workers or 1,
-                 "threads": config.threads or usable_cores(),
+                 "threads": config.threads or usable_cores(), "small_batch": self.engine.small_batch,
                  "model_sha256": sha256_file(config.model)}
         self.card = protocol.ModelCard.of(self.engine, self.name, config.max_images, extra)
         self.inputs = PredictInputs(self.engine, config.max_images, config.max_pixels)

@@ -22,6 +22,7 @@ ENV = "FOLDWISE_SERVE_CONFIG"
 AUTO_WORKERS = 2       # worker processes of `foldwise serve` on the CPU when neither --workers nor --threads is given
 MAX_AUTO_WORKERS = 4   # at most this many when only --threads is given (each worker holds the model)
 THREADS_PER_CORE = 2   # onnxruntime threads of all workers together per core, when only --workers is given
+SMALL_BATCH = 32       # with several multi-threaded CPU workers: smaller batches run single-threaded
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ServeConfig:
     workers: int | None = None         # uvicorn worker processes, one session and batcher each (None: placed())
     provider: str = "auto"
     threads: int | None = None         # onnxruntime intra-op threads per worker (None: placed())
+    small_batch: int | None = None     # batches below this many images on a 1-thread session (0: off; None: placed())
     require_gpu: bool = False
     spinning: bool = False             # onnxruntime threads spin-wait between runs (off: CPU left to HTTP)
     max_batch: int = 64                # images per onnxruntime run formed by the dynamic batcher
@@ -62,6 +64,8 @@ class ServeConfig:
         for option, value in positive.items():
             if value < 1:
                 raise UserError(f"{option}: must be at least 1, got {value}")
+        if self.small_batch is not None and self.small_batch < 0:
+            raise UserError(f"--small-batch: must be 0 or more, got {self.small_batch}")
         if self.max_delay_ms < 0:
             raise UserError(f"--max-delay-ms: must be 0 or more, got {self.max_delay_ms:g}")
         if self.max_body_mb <= 0 or self.max_upload_mb <= 0:
@@ -94,16 +98,22 @@ class ServeConfig:
         where 1 worker x 2 threads gave 0.72-0.83x and 1.0x, and 2 workers x 1 thread 0.94x and
         0.59-0.72x (docs/results.md, "Serving placement"). --threads T alone: as many workers as fit in
         the cores (at most MAX_AUTO_WORKERS: each holds the model). --workers W alone: threads so that
-        the workers together run at most THREADS_PER_CORE threads per core, at most all cores each."""
+        the workers together run at most THREADS_PER_CORE threads per core, at most all cores each.
+        Several workers with several threads each: batches under SMALL_BATCH images run on a
+        single-threaded second session (`Engine(small_batch=...)`), as they would with one thread per
+        worker, while large ones keep every thread."""
         cores = cores or usable_cores()
         workers, threads = self.workers, self.threads
         if provider == "CUDAExecutionProvider":
-            return replace(self, workers=workers or 1)
+            return replace(self, workers=workers or 1, small_batch=self.small_batch or 0)
         if workers is None:
             workers = min(cores, AUTO_WORKERS) if threads is None else max(1, min(cores // threads, MAX_AUTO_WORKERS))
         if threads is None and workers > 1:
             threads = max(1, min(cores, THREADS_PER_CORE * cores // workers))
-        return replace(self, workers=workers, threads=threads)
+        small_batch = self.small_batch
+        if small_batch is None:
+            small_batch = SMALL_BATCH if workers > 1 and (threads or cores) > 1 else 0
+        return replace(self, workers=workers, threads=threads, small_batch=small_batch)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

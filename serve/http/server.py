@@ -16,7 +16,7 @@ import os
 import signal
 import tempfile
 
-from serve.engine import Engine
+from serve.engine import Engine, choose_providers
 from serve.http.app import create_app
 from serve.http.config import ENV, ServeConfig
 from serve.http.metrics import setup_access_log
@@ -34,13 +34,15 @@ def run(config: ServeConfig, announce=print) -> None:
 
     config.validate()
     setup_access_log(config.access_log)
+    config = config.placed(choose_providers(config.provider)[0])
     engine = Engine(config.model, provider=config.provider, threads=config.threads, require_gpu=config.require_gpu,
-                    spinning=config.spinning)
-    config = config.placed(engine.provider)
+                    spinning=config.spinning, small_batch=config.small_batch)
     auth = "bearer token required" if config.token_file else "no auth (loopback only)"
     announce(f"foldwise serve: model '{config.name}' ({config.model}) on {engine.provider}, "
              f"http://{config.host}:{config.port}, {config.workers} worker(s) x {config.threads or 'all'} onnxruntime "
-             f"thread(s), max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {auth}")
+             f"thread(s)"
+             + (f" (batches under {config.small_batch} images on 1 thread)" if engine.small_batch else "")
+             + f", max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {auth}")
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found: make that
     # handler end the process normally (exit 0, `finally` blocks run) rather than die by the signal
     signal.signal(signal.SIGTERM, _exit_after_graceful_stop)

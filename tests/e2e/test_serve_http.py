@@ -24,7 +24,7 @@ from PIL import Image
 from helpers.cli import assert_one_line_error, run_cli
 from helpers.server import Server, assert_json_error
 from serve.engine import Engine
-from serve.http.config import AUTO_WORKERS
+from serve.http.config import AUTO_WORKERS, SMALL_BATCH
 from serve.http.loadgen import process_tree
 from serve.predict import predict_file
 
@@ -310,6 +310,7 @@ def test_the_default_cpu_server_runs_a_worker_per_core_and_they_stop_when_it_is_
     workers = min(cores, AUTO_WORKERS)
     params = server.get("/v2/models/ensemble").json()["parameters"]
     assert (params["workers"], params["threads"]) == (workers, cores)
+    assert params["small_batch"] == (SMALL_BATCH if cores > 1 else 0)   # small batches on a 1-thread session
     assert f"{workers} worker(s) x {cores if cores > 1 else 'all'} onnxruntime thread(s)" in server.log.read_text()
     children = process_tree(server.proc.pid)[1:]
     assert len(children) >= (workers if workers > 1 else 0)

@@ -17,3 +17,15 @@ def test_engine_reports_the_provider_it_got(tiny_onnx: Path) -> None:
     assert probs.shape == (3, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
     with pytest.raises(UserError, match="not found"):
         Engine(tiny_onnx.with_name("nope.onnx"))
+
+
+def test_small_batches_run_on_a_single_threaded_session_with_the_same_answers(tiny_onnx: Path) -> None:
+    engine = Engine(tiny_onnx, threads=2, small_batch=8)
+    assert engine.small_batch == 8 and engine.small_session is not None
+    assert engine.small_session.get_session_options().intra_op_num_threads == 1
+    images = np.random.default_rng(0).integers(0, 256, (12, 1, 28, 28), dtype=np.uint8)
+    whole = Engine(tiny_onnx, threads=2).predict(images)
+    assert np.array_equal(engine.predict(images[:7]), whole[:7])    # small: the 1-thread session
+    assert np.array_equal(engine.predict(images), whole)            # 12 >= 8: the main session
+    assert Engine(tiny_onnx, threads=1, small_batch=8).small_session is None   # already single-threaded
+    assert Engine(tiny_onnx, threads=2).small_session is None                  # off by default

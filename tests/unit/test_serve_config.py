@@ -10,39 +10,49 @@ from pathlib import Path
 import pytest
 
 from serve.errors import UserError
-from serve.http.config import AUTO_WORKERS, MAX_AUTO_WORKERS, ServeConfig
+from serve.http.config import AUTO_WORKERS, MAX_AUTO_WORKERS, SMALL_BATCH, ServeConfig
 from serve.http.loadgen import process_tree, rss_mib
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
+S = SMALL_BATCH
+
+
 @pytest.mark.parametrize(("workers", "threads", "provider", "cores", "placed"), [
-    (None, None, CPU, 2, (2, 2)),                    # two workers, each with threads for every core
-    (None, None, CPU, 16, (AUTO_WORKERS, 16)),
-    (None, None, CPU, 1, (1, None)),                 # one core: one worker, onnxruntime's default threads
-    (None, 1, CPU, 2, (2, 1)),                       # --threads given: as many workers as fit in the cores
-    (None, 2, CPU, 16, (MAX_AUTO_WORKERS, 2)),       # ... at most MAX_AUTO_WORKERS
-    (None, 8, CPU, 2, (1, 8)),                       # more threads than cores: one worker, as asked
-    (4, None, CPU, 2, (4, 1)),                       # --workers given: THREADS_PER_CORE x cores threads in all
-    (3, None, CPU, 12, (3, 8)),
-    (1, None, CPU, 8, (1, None)),                    # one worker: onnxruntime's default (all cores)
-    (2, 3, CPU, 2, (2, 3)),                          # both given: kept as written
-    (None, None, CUDA, 16, (1, None)),               # a GPU: one session owns it
-    (None, 4, CUDA, 16, (1, 4)),
+    (None, None, CPU, 2, (2, 2, S)),                 # two workers, threads for every core; small batches on 1
+    (None, None, CPU, 16, (AUTO_WORKERS, 16, S)),
+    (None, None, CPU, 1, (1, None, 0)),              # one core: one worker, onnxruntime's default threads
+    (None, 1, CPU, 2, (2, 1, 0)),                    # --threads given: as many workers as fit in the cores
+    (None, 2, CPU, 16, (MAX_AUTO_WORKERS, 2, S)),    # ... at most MAX_AUTO_WORKERS
+    (None, 8, CPU, 2, (1, 8, 0)),                    # more threads than cores: one worker, as asked
+    (4, None, CPU, 2, (4, 1, 0)),                    # --workers given: THREADS_PER_CORE x cores threads in all
+    (3, None, CPU, 12, (3, 8, S)),
+    (1, None, CPU, 8, (1, None, 0)),                 # one worker: onnxruntime's default (all cores)
+    (2, 3, CPU, 2, (2, 3, S)),                       # both given: kept as written
+    (None, None, CUDA, 16, (1, None, 0)),            # a GPU: one session owns it
+    (None, 4, CUDA, 16, (1, 4, 0)),
 ])
 def test_placed_decides_only_what_was_not_given(workers, threads, provider, cores, placed) -> None:
     config = ServeConfig(model="m.onnx", workers=workers, threads=threads).placed(provider, cores)
-    assert (config.workers, config.threads) == placed
+    assert (config.workers, config.threads, config.small_batch) == placed
+    given = ServeConfig(model="m.onnx", workers=workers, threads=threads, small_batch=5)
+    assert given.placed(provider, cores).small_batch == 5
     assert ServeConfig.from_json(config.to_json()) == config   # what the worker processes receive
 
 
-@pytest.mark.parametrize(("field", "option"), [("workers", "--workers"), ("threads", "--threads")])
-def test_validate_names_a_zero_workers_or_threads(tmp_path: Path, field: str, option: str) -> None:
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("workers", 0, "--workers: must be at least 1, got 0"),
+    ("threads", 0, "--threads: must be at least 1, got 0"),
+    ("small_batch", -1, "--small-batch: must be 0 or more, got -1"),
+])
+def test_validate_names_a_bad_placement(tmp_path: Path, field: str, value: int, message: str) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
-    ServeConfig(model=str(model)).validate()   # both unset: fine, placed() decides
-    with pytest.raises(UserError, match=f"^{option}: must be at least 1, got 0$"):
-        ServeConfig(model=str(model), **{field: 0}).validate()
+    ServeConfig(model=str(model)).validate()   # all unset: fine, placed() decides
+    ServeConfig(model=str(model), small_batch=0).validate()
+    with pytest.raises(UserError, match=f"^{message}$"):
+        ServeConfig(model=str(model), **{field: value}).validate()
 
 
 def test_process_tree_and_rss_cover_child_processes() -> None:
