@@ -333,6 +333,9 @@ def test_serve_refuses_a_public_address_without_a_token_and_a_cpu_with_require_g
     (tmp_path / "short").write_text("abc")
     result = run_cli("serve", "--model", str(tiny_onnx), "--token-file", str(tmp_path / "short"))
     assert_one_line_error(result, "--token-file", "at least 16 characters")
+    result = run_cli("bench", "serve", "--model", str(tiny_onnx), "--url", "http://127.0.0.1:9",
+                     "--server-workers", "2")
+    assert_one_line_error(result, "--server-workers/--server-threads", "foldwise serve --workers/--threads")
 
 
 def test_bench_serve_prints_the_comparison(tiny_onnx: Path, tmp_path: Path) -> None:
