@@ -72,6 +72,10 @@ def write_rgb_competition(embedded_zip: Path, dst: Path, rows: int, test_rows: i
             out.writestr(name, data)
 
 
+# what the bench shows of the dvc runs it times: each stage's start and each fold's epochs
+PROGRESS = r"Running stage|fold \d+ epoch \d+|fold \d+: best epoch"
+
+
 def _epochs_run(project: Path) -> list[int]:
     """Each fold's epochs as trained (models/folds/fold<k>/metrics.json): init's recipe sets a budget
     in steps, so train.epochs alone does not say."""
@@ -100,7 +104,7 @@ def bench_export(size: int = 64, rows: int = 8000, test_rows: int = 1000, thread
                        ("export", ["export"])):
         load = os.getloadavg()[0]
         _logger.info("bench export: dvc repro %s", " ".join(args))
-        times[step] = round(run_timed([dvc, "repro", *args], project, threads), 1)
+        times[step] = round(run_timed([dvc, "repro", *args], project, threads, show=PROGRESS), 1)
         times[f"{step}_load_before"] = round(load, 2)
     report = json.loads((project / paths.EXPORT_JSON).read_text())
     meta = json.loads(paths.Prepared(project / paths.PREPARED).meta.read_text())

@@ -29,6 +29,7 @@ from pipeline.distributed import dvcstate
 from serve.errors import UserError
 
 _logger = logging.getLogger(__name__)
+FOLD_DONE = r"fold \d+: best epoch"  # the lines of the timed runs shown as they come (one per fold)
 
 
 def _fold_accuracy(project: Path) -> dict[str, float]:
@@ -67,10 +68,10 @@ def bench_parallel(epochs: int | None = 1, workers: int = 2, rounds: int = 1, tr
             _logger.info("bench round %d: %s side (%d folds)", r + 1, side, len(names))
             if side == "sequential":  # DVC's own loop: one fold after another, `workers` threads each
                 times[side] = run_timed([dvcstate.dvc_bin(), "repro", "--force", "--single-item", *names], project,
-                                        threads=workers)
+                                        threads=workers, show=FOLD_DONE)
             else:  # one Ray task per fold, `workers` of them at a time, one thread each
                 times[side] = run_timed([str(Path(sys.executable).parent / "foldwise"), "train", "--parallel",
-                                         "--cpus-per-fold", "1"], project, threads=1)
+                                         "--cpus-per-fold", "1"], project, threads=1, show=FOLD_DONE)
             times[f"{side}_load_before"] = round(load, 2)
         runs.append({"round": r + 1, "first": order[0][0], **{k: round(v, 1) for k, v in times.items()},
                      "ratio": round(times["sequential"] / times["parallel"], 3)})

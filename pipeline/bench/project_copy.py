@@ -2,23 +2,27 @@
 timed command in it (`foldwise bench parallel`, `foldwise bench export`), and its folds' metrics.
 
     copy_project(Path("."), Path("bench/x/project"), epochs=1, train_rows=None)
-    seconds = run_timed(["dvc", "repro"], Path("bench/x/project"), threads=2)
+    seconds = run_timed(["dvc", "repro"], Path("bench/x/project"), threads=2, show=r"Running stage")
     fold_metrics(Path("bench/x/project"))     # {"fold0": models/folds/fold0/metrics.json, ...}
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 from pipeline.core import paths
 from pipeline.core.config import read_params
 from serve.errors import UserError
 
+_logger = logging.getLogger(__name__)
 PROJECT_FILES = (".dvc/config", ".dvcignore", "dvc.yaml", "params.yaml", "pipeline", "serve", "data/embedded")
 
 
@@ -59,17 +63,26 @@ def copy_project(src: Path, dst: Path, epochs: int | None, train_rows: int | Non
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
 
 
-def run_timed(cmd: list[str], cwd: Path, threads: int) -> float:
-    """Seconds `cmd` took in `cwd` with `threads` OpenMP threads; its output is kept, and shown (the last
-    lines) in the one-line error when it fails."""
+def run_timed(cmd: list[str], cwd: Path, threads: int, show: str | None = None) -> float:
+    """Seconds `cmd` took in `cwd` with `threads` OpenMP threads. Its output (stdout and stderr) is
+    read as it comes: lines matching the regular expression `show` are logged at once (progress of a
+    long run), the last lines are kept for the one-line error when it fails."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    shown = re.compile(show) if show else None
+    tail: deque[str] = deque(maxlen=3)
     t0 = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as proc:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line.strip():
+                tail.append(line)
+            if shown is not None and shown.search(line):
+                _logger.info("  %s (%.0f s)", line.strip(), time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
-    if result.returncode != 0:
-        raise UserError(f"bench: `{' '.join(cmd)}` failed in {cwd}: "
-                        + " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])[:400])
+    if proc.returncode != 0:
+        raise UserError(f"bench: `{' '.join(cmd)}` failed in {cwd}: " + " ".join(tail)[:400])
     return seconds
 
 
