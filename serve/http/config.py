@@ -88,20 +88,18 @@ class ServeConfig:
             raise UserError(f"--model-name {self.name!r}: use letters, digits, '.', '_' and '-'")
 
     def placed(self, provider: str, cores: int | None = None) -> ServeConfig:
-        """This config with workers and threads decided for `provider` (the session's execution provider)
-        on `cores` usable cores (default: this process's); what is given stays.
+        """This config with workers and threads decided for `provider` (the session's execution provider) on
+        `cores` usable cores (default: this process's); what is given stays.
 
-        On a GPU: one worker (one session owns the device). On the CPU, neither given: AUTO_WORKERS
-        processes, each with threads for every core, so one worker's event loop (HTTP, parsing, the
-        batcher) overlaps the other's onnxruntime run and a lone large request still gets all cores:
-        on 2 cores 0.89x offline with 64 single-image clients and 0.94-1.04x with 256-image requests,
-        where 1 worker x 2 threads gave 0.72-0.83x and 1.0x, and 2 workers x 1 thread 0.94x and
-        0.59-0.72x (docs/results.md, "Serving placement"). --threads T alone: as many workers as fit in
-        the cores (at most MAX_AUTO_WORKERS: each holds the model). --workers W alone: threads so that
-        the workers together run at most THREADS_PER_CORE threads per core, at most all cores each.
-        Several workers with several threads each: batches under SMALL_BATCH images run on a
-        single-threaded second session (`Engine(small_batch=...)`), as they would with one thread per
-        worker, while large ones keep every thread."""
+        On a GPU: one worker (one session owns the device). On the CPU, neither given: AUTO_WORKERS processes,
+        each with threads for every core, so one worker's event loop (HTTP, parsing, the batcher) overlaps the
+        other's onnxruntime run and a lone large request still gets all cores (measured against 1 x cores and
+        cores x 1: docs/results.md, "Serving placement"). --threads T alone: as many workers as fit in the
+        cores (at most MAX_AUTO_WORKERS: each holds the model). --workers W alone: threads so that the workers
+        together run at most THREADS_PER_CORE threads per core, at most all cores each. Several workers with
+        several threads each: batches under SMALL_BATCH images run on a single-threaded second session
+        (`Engine(small_batch=...)`), as they would with one thread per worker, while large ones keep every
+        thread."""
         cores = cores or usable_cores()
         workers, threads = self.workers, self.threads
         if provider == "CUDAExecutionProvider":
