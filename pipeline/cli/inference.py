@@ -140,9 +140,8 @@ def serve(
         raise UserError(f"--provider {provider!r}: use {', '.join(PROVIDERS[:-1])} or {PROVIDERS[-1]}")
     run(ServeConfig(model=str(model), model_name=model_name, host=host, port=port, workers=workers,
                     provider=provider, threads=threads, small_batch=small_batch, require_gpu=require_gpu,
-                    max_batch=max_batch,
-                    max_delay_ms=max_delay_ms, max_queue=max_queue, max_images=max_images, max_body_mb=max_body_mb,
-                    max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                    max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue, max_images=max_images,
+                    max_body_mb=max_body_mb, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                     token_file=str(token_file) if token_file else None,
                     data_root=str(data_root) if data_root else None, jobs_dir=str(jobs_dir),
                     job_chunk_rows=job_chunk_rows, job_batch_size=job_batch_size, access_log=access_log,

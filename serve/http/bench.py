@@ -14,9 +14,9 @@ then:
      is taken from onnxruntime, so offline x compute / (compute + HTTP) bounds the ratio;
   2. between every two scenarios (and before the first), offline `foldwise predict`
      (serve.predict.predict_file, same model, --threads: all cores by default) on random uint8
-     images in a .npy, with onnxruntime's spin-waiting on (predict's default) and off (the server's): a scenario's
-     reference is the mean of the runs just before and just after it, in the better mode, so a
-     change in the machine's load hits both sides of the ratio alike;
+     images in a .npy, with onnxruntime's spin-waiting on (predict's default) and off (the
+     server's): a scenario's reference is the mean of the runs just before and just after it, in
+     the better mode, so a change in the machine's load hits both sides of the ratio alike;
   3. a soak (default 10 minutes at concurrency 64, single images) sampling the server's RSS.
 Results are printed and written to bench/serve.json. Nothing here asserts: the numbers are ratios
 measured side by side, with the machine's load average beside them (other work shares the CPU).
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serve.http.loadgen import batch_stats, get_json, infer_body, process_tree, rss_mib, run_async, run_load
+from serve.http.loadgen import batch_stats, get_json, infer_body, process_tree, rss_mib, run_async, run_load, threads_of
 
 _logger = logging.getLogger(__name__)
 
@@ -142,10 +142,7 @@ def cpu_seconds(pid: int | None) -> dict[str, float]:
         tick = os.sysconf("SC_CLK_TCK")
         out["server_event_loop"] = out["server_all"] = 0.0
         for process in process_tree(pid):
-            tids: list[str] = []
-            with contextlib.suppress(OSError):  # a process that ended meanwhile counts no more
-                tids = os.listdir(f"/proc/{process}/task")
-            for tid in tids:
+            for tid in threads_of(process):  # a process that ended meanwhile counts no more
                 with contextlib.suppress(OSError):
                     stat = Path(f"/proc/{process}/task/{tid}/stat").read_text()
                     fields = stat[stat.rindex(")") + 2:].split()

@@ -137,16 +137,17 @@ def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (a multi-worker server's uvicorn workers), from /proc; parents first."""
     tree, i = [pid], 0
     while i < len(tree):
-        for tid in _listdir(f"/proc/{tree[i]}/task"):
+        for tid in threads_of(tree[i]):
             with contextlib.suppress(OSError):
                 tree += [int(c) for c in Path(f"/proc/{tree[i]}/task/{tid}/children").read_text().split()]
         i += 1
     return tree
 
 
-def _listdir(path: str) -> list[str]:
+def threads_of(pid: int) -> list[str]:
+    """The thread ids of process `pid` (/proc/<pid>/task); none once it has ended."""
     try:
-        return os.listdir(path)
+        return os.listdir(f"/proc/{pid}/task")
     except OSError:  # the process ended meanwhile
         return []
 

@@ -35,13 +35,15 @@ def run(config: ServeConfig, announce=print) -> None:
     config.validate()
     setup_access_log(config.access_log)
     config = config.placed(choose_providers(config.provider)[0])
+    # with several workers this session only checks the model here (each worker opens its own):
+    # no small-batch session for it
     engine = Engine(config.model, provider=config.provider, threads=config.threads, require_gpu=config.require_gpu,
-                    spinning=config.spinning, small_batch=config.small_batch)
+                    spinning=config.spinning, small_batch=config.small_batch if config.workers == 1 else 0)
     auth = "bearer token required" if config.token_file else "no auth (loopback only)"
     announce(f"foldwise serve: model '{config.name}' ({config.model}) on {engine.provider}, "
              f"http://{config.host}:{config.port}, {config.workers} worker(s) x {config.threads or 'all'} onnxruntime "
              f"thread(s)"
-             + (f" (batches under {config.small_batch} images on 1 thread)" if engine.small_batch else "")
+             + (f" (batches under {config.small_batch} images on 1 thread)" if config.small_batch else "")
              + f", max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {auth}")
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found: make that
     # handler end the process normally (exit 0, `finally` blocks run) rather than die by the signal
