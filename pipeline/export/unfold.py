@@ -9,7 +9,13 @@ for 0.7% of its operations (per-layer profile in docs/results.md, issue 25). Her
 cut once for all folds (Pad, kh*kw Slices, Concat: channel (i*kw + j)*C + c holds input channel c
 shifted by (i, j)) and each such conv becomes a 1x1 conv over them with the same weights
 reordered: the same sums, the same outputs (max |diff| ~1e-8 in FP32), and in INT8 a plain GEMM
-with no im2col of its own.
+with no im2col of its own. The patch tensor gets copies of its first window up to a multiple of
+ALIGN channels, with zero weights (the same sums again): onnxruntime's symmetric INT8 convolution,
+which reads NHWC input directly, takes only convs whose input channels are a multiple of 4 (9 was
+not). A one-channel image is cut channels-last (its [N, H, W, 1] view is a reshape), so the
+transpose to NHWC that onnxruntime puts before its INT8 convs cancels against the graph's own
+transpose back; cut in NCHW, that transpose of the patch tensor took 7-11% of the graph's time.
+Measured side by side on a VNNI CPU: docs/results.md (issue 25, 2026-12-04).
 
 Only convs with C*kh*kw <= MAX_PATCH (grayscale 3x3 stems), stride 1, dilation 1, group 1, explicit
 or no padding, and weights stored as initializers are rewritten; the FP32 and FP16 graphs keep their
@@ -25,6 +31,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 _logger = logging.getLogger(__name__)
+ALIGN = 4  # patch channels padded to a multiple of this: onnxruntime's symmetric INT8 conv (no im2col) needs it
 MAX_PATCH = 9  # C * kh * kw: the one-channel 3x3 stem (measured); wider inputs keep onnxruntime's own im2col
 
 
@@ -50,15 +57,32 @@ def _unfoldable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> tup
     return c, kh, kw, pads
 
 
+def _channels(windows: int, c: int) -> int:
+    """Channels of the patch tensor: `windows` windows of `c` channels, plus whole windows up to a multiple of ALIGN."""
+    while windows * c % ALIGN:
+        windows += 1
+    return windows * c
+
+
 def _patch_nodes(src: str, c: int, kh: int, kw: int, pads: list[int], tag: str,
                  graph: onnx.GraphProto) -> tuple[list[onnx.NodeProto], str]:
-    """Pad `src` [N, C, H, W], then Concat of its kh*kw shifted [N, C, H', W'] windows -> [N, kh*kw*C, H', W']."""
+    """Pad `src` [N, C, H, W], then Concat of its kh*kw shifted [N, C, H', W'] windows (and copies of the
+    first up to a multiple of ALIGN channels) -> [N, K, H', W']. One channel: cut channels-last from a
+    reshape and transposed back at the end, a transpose that onnxruntime's NHWC INT8 convs cancel."""
     const = lambda name, values: graph.initializer.append(  # noqa: E731
         numpy_helper.from_array(np.asarray(values, np.int64), name))
     top, left, bottom, right = pads[0], pads[1], pads[2], pads[3]
-    const(f"{tag}_pads", [0, 0, top, left, 0, 0, bottom, right])
-    nodes = [helper.make_node("Pad", [src, f"{tag}_pads"], [f"{tag}_padded"], name=f"{tag}_pad")]
-    const(f"{tag}_axes", [2, 3])
+    nodes, last = [], c == 1
+    if last:  # [N, 1, H, W] -> [N, H, W, 1]: a reshape, so the optimizer finds no transpose to push back
+        const(f"{tag}_c_axis", [1])
+        const(f"{tag}_last_axis", [3])
+        nodes.append(helper.make_node("Squeeze", [src, f"{tag}_c_axis"], [f"{tag}_hw"], name=f"{tag}_squeeze"))
+        nodes.append(helper.make_node("Unsqueeze", [f"{tag}_hw", f"{tag}_last_axis"], [f"{tag}_nhwc"],
+                                      name=f"{tag}_unsqueeze"))
+        src = f"{tag}_nhwc"
+    const(f"{tag}_pads", [0, top, left, 0, 0, bottom, right, 0] if last else [0, 0, top, left, 0, 0, bottom, right])
+    nodes.append(helper.make_node("Pad", [src, f"{tag}_pads"], [f"{tag}_padded"], name=f"{tag}_pad"))
+    const(f"{tag}_axes", [1, 2] if last else [2, 3])
     windows = []
     for i in range(kh):
         for j in range(kw):
@@ -69,7 +93,13 @@ def _patch_nodes(src: str, c: int, kh: int, kw: int, pads: list[int], tag: str,
             nodes.append(helper.make_node("Slice", [f"{tag}_padded", f"{tag}_s{i}{j}", f"{tag}_e{i}{j}", f"{tag}_axes"],
                                           [out], name=f"{tag}_slice{i}{j}"))
             windows.append(out)
-    nodes.append(helper.make_node("Concat", windows, [f"{tag}_patches"], name=f"{tag}_concat", axis=1))
+    windows += [windows[0]] * (_channels(kh * kw, c) // c - len(windows))
+    if not last:
+        nodes.append(helper.make_node("Concat", windows, [f"{tag}_patches"], name=f"{tag}_concat", axis=1))
+        return nodes, f"{tag}_patches"
+    nodes.append(helper.make_node("Concat", windows, [f"{tag}_patches_nhwc"], name=f"{tag}_concat", axis=3))
+    nodes.append(helper.make_node("Transpose", [f"{tag}_patches_nhwc"], [f"{tag}_patches"], name=f"{tag}_to_nchw",
+                                  perm=[0, 3, 1, 2]))
     return nodes, f"{tag}_patches"
 
 
@@ -93,8 +123,9 @@ def unfold_narrow_stems(model: onnx.ModelProto) -> int:
         for conv in convs:
             w = numpy_helper.to_array(inits[conv.input[1]])
             name = f"{conv.input[1]}_unfolded"
-            graph.initializer.append(numpy_helper.from_array(
-                np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1, 1, 1)), name))
+            w = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+            w = np.pad(w, ((0, 0), (0, _channels(kh * kw, c) - w.shape[1])))  # the copies: zero weights
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, :, None, None]), name))
             replaced[id(conv)] = helper.make_node("Conv", [patches, name, *conv.input[2:]], list(conv.output),
                                                   name=f"{conv.name}_1x1", kernel_shape=[1, 1])
     order = []
