@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.errors import UserError, first_line
-from serve.images import ImageSpec
+from serve.images import ImageSpec, usable_cores
 from serve.readers import Chunk
 from serve.submission import SubmissionSpec
 
@@ -119,19 +120,28 @@ class Engine:
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto",
                  threads: int | None = None, require_gpu: bool = False, spinning: bool = True,
-                 small_batch: int = 0) -> None:
+                 small_batch: int = 0, data_parallel: bool = False) -> None:
         """`spinning=False`: onnxruntime's worker threads sleep between runs instead of spin-waiting
         (a server running many small batches leaves that CPU to its HTTP side). `small_batch=n` (CPU
         only): batches of fewer than n images run on a second, single-threaded session of the same
         model (a second copy in memory), so that small batches pay no thread barriers while other
-        processes share the cores, and large ones still get `threads`."""
+        processes share the cores, and large ones still get `threads`. `data_parallel` (CPU only,
+        offline batches): `threads` single-threaded sessions (a copy of the model each) run equal
+        slices of a batch at once instead of one session splitting every operator `threads` ways;
+        onnxruntime's INT8 convolution synchronises its threads once per image, which costs its graph
+        ~10% (FP32 unchanged: docs/results.md, issue 25)."""
         self.path = Path(model_path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: model file not found")
         self.spinning = spinning
-        self.session = self._open(provider, threads)
+        cores = threads or usable_cores()
+        slices = cores if data_parallel and cores > 1 and choose_providers(provider)[0] == "CPUExecutionProvider" else 1
+        self.session = self._open(provider, 1 if slices > 1 else threads)
         self.provider = self.session.get_providers()[0]
-        self.small_batch = small_batch if self.provider == "CPUExecutionProvider" and threads != 1 else 0
+        self.slices = [self.session] + [self._open("cpu", 1) for _ in range(slices - 1)]
+        self._pool = ThreadPoolExecutor(slices - 1, thread_name_prefix="foldwise-slice") if slices > 1 else None
+        cpu_pool = self.provider == "CPUExecutionProvider" and threads != 1 and slices == 1
+        self.small_batch = small_batch if cpu_pool else 0
         self.small_session = self._open("cpu", 1) if self.small_batch else None
         if require_gpu and self.provider != "CUDAExecutionProvider":
             raise UserError(f"--require-gpu: onnxruntime runs {self.path.name} on {self.provider}, not CUDA "
@@ -196,8 +206,18 @@ class Engine:
             binding.bind_output(self.output_name)
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
+        if self._pool is not None and len(images) >= 2 * len(self.slices):
+            return self._predict_slices(images)
         session = self.small_session if len(images) < self.small_batch else self.session
         return session.run([self.output_name], {self.input_name: images})[0]
+
+    def _predict_slices(self, images: np.ndarray) -> np.ndarray:
+        """`data_parallel`: one slice of the batch per session, all at once (onnxruntime drops the GIL)."""
+        parts = np.array_split(images, len(self.slices))
+        run = lambda session, part: session.run([self.output_name], {self.input_name: part})[0]  # noqa: E731
+        futures = [self._pool.submit(run, session, part) for session, part in zip(self.slices[1:], parts[1:])]
+        first = run(self.slices[0], parts[0])
+        return np.concatenate([first, *(f.result() for f in futures)])
 
     def predict_batched(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         """`predict` over `images` in slices of `batch_size`; `[0, num_classes]` for no images."""

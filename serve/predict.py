@@ -234,7 +234,7 @@ def predict_file(model: str | os.PathLike, input_path: str | os.PathLike, output
     model, why = _choose_model(Path(model), provider, {"--output": output, "--probs": probs_output},
                                {"--input": input_path, "--ids": ids_path, "--sample": sample})
     if engine is None:
-        engine = Engine(model, provider=provider, threads=threads, require_gpu=require_gpu)
+        engine = Engine(model, provider=provider, threads=threads, require_gpu=require_gpu, data_parallel=True)
     info = engine.info
     if not input_path.exists():
         raise UserError(f"{input_path}: file not found")

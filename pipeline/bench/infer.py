@@ -46,8 +46,8 @@ def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None
     model, spec = load_ensemble(models_dir / paths.ENSEMBLE_JSON.name)
     images = np.load(paths.Prepared(prepared).train_images, mmap_mode="r")
     x = np.asarray(images[:4096]).transpose(0, 3, 1, 2).copy()  # writable and C-contiguous (torch wants both)
-    engines = {"onnx_fp32": Engine(paths.graph("fp32", models_dir), provider="cpu", threads=threads),
-               "onnx_int8": Engine(paths.graph("int8", models_dir), provider="cpu", threads=threads)}
+    engines = {name: Engine(paths.graph(graph, models_dir), provider="cpu", threads=threads, data_parallel=True)
+               for name, graph in (("onnx_fp32", "fp32"), ("onnx_int8", "int8"))}  # as `foldwise predict` runs them
     sizes = {"onnx_fp32": paths.graph("fp32", models_dir).stat().st_size}
     tmp = tempfile.TemporaryDirectory(prefix="foldwise-bench-")
     if read_student(models_dir / paths.STUDENT.name) is not None:
@@ -56,7 +56,7 @@ def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None
         export_one_model(paths.FoldFiles(Path(spec["fold_dirs"][0])).model, meta, one_fold, x, "bench", "one fold")
         for name, path in (("student_fp32", paths.graph("student", models_dir)),
                            ("student_int8", paths.graph("student_int8", models_dir)), ("one_fold", one_fold)):
-            engines[name] = Engine(path, provider="cpu", threads=threads)
+            engines[name] = Engine(path, provider="cpu", threads=threads, data_parallel=True)
             sizes[name] = path.stat().st_size
 
     @torch.inference_mode()

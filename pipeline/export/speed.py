@@ -14,9 +14,9 @@ from serve.engine import Engine
 
 def measure_speed(paths: dict[str, Path], images_nchw: np.ndarray, batch: int, rounds: int = 3,
                   min_seconds: float = 0.4) -> dict:
-    """images/s of each graph with serve's engine (its provider and threads), on the same batches,
-    interleaved rounds with alternating order (median), so load drift hits every graph alike."""
-    engines = {name: Engine(path, provider="auto") for name, path in paths.items()}
+    """images/s of each graph with predict's engine (its provider, threads and data-parallel slices), on the
+    same batches, interleaved rounds with alternating order (median), so load drift hits every graph alike."""
+    engines = {name: Engine(path, provider="auto", data_parallel=True) for name, path in paths.items()}
     x = images_nchw[:batch]
     rates: dict[str, list[float]] = {name: [] for name in engines}
     for engine in engines.values():

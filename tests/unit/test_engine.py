@@ -29,3 +29,15 @@ def test_small_batches_run_on_a_single_threaded_session_with_the_same_answers(ti
     assert np.array_equal(engine.predict(images), whole)            # 12 >= 8: the main session
     assert Engine(tiny_onnx, threads=1, small_batch=8).small_session is None   # already single-threaded
     assert Engine(tiny_onnx, threads=2).small_session is None                  # off by default
+
+
+def test_data_parallel_runs_equal_slices_on_single_threaded_sessions_with_the_same_answers(tiny_onnx: Path) -> None:
+    engine = Engine(tiny_onnx, threads=3, data_parallel=True)
+    assert len(engine.slices) == 3
+    assert all(s.get_session_options().intra_op_num_threads == 1 for s in engine.slices)
+    images = np.random.default_rng(1).integers(0, 256, (13, 1, 28, 28), dtype=np.uint8)
+    whole = Engine(tiny_onnx, threads=1).predict(images)
+    np.testing.assert_allclose(engine.predict(images), whole, rtol=0, atol=1e-6)    # 13 rows: slices of 5, 4, 4
+    np.testing.assert_allclose(engine.predict(images[:5]), whole[:5], rtol=0, atol=1e-6)  # < 2 per slice: one
+    assert len(Engine(tiny_onnx, threads=1, data_parallel=True).slices) == 1      # one thread: nothing to split
+    assert len(Engine(tiny_onnx, threads=2).slices) == 1                          # off by default
