@@ -24,7 +24,7 @@ from pipeline.data.augment import build_augment
 from pipeline.data.batches import AugmentedBatches, EpochBatches
 from pipeline.modeling.classifier import create_classifier
 from pipeline.training.checkpoint import FoldRun
-from pipeline.training.hardware import resolve_precision
+from pipeline.training.hardware import keep_freed_memory, resolve_precision
 from pipeline.training.params import TrainParams
 from pipeline.training.targets import TargetLoss, TargetPlan
 
@@ -125,6 +125,7 @@ class TrainingSetup:
         `targets` replaces (images, labels, train_rows) by pseudo-labelled or distilled targets."""
         if targets is not None:
             images, labels, train_rows = targets.images, targets.table, targets.rows
+        keep_freed_memory()
         channels_last = params.channels_last and not params.model.startswith(("foldwise_mlp", "foldwise_linear"))
         amp_dtype, precision = resolve_precision(params.amp, device)
         if sampler is None:

@@ -17,7 +17,14 @@ from pipeline.modeling.classifier import load_fold_model
 from pipeline.modeling.inference import predict_probs
 from pipeline.training.checkpoint import FoldRun, load_checkpoint
 from pipeline.training.fold import fold_seed, run_fold
-from pipeline.training.hardware import autocast_dtype, cpu_precision, describe, resolve_device, resolve_precision
+from pipeline.training.hardware import (
+    autocast_dtype,
+    cpu_precision,
+    describe,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)
 from pipeline.training.loop import TrainingSetup, train_one_epoch, train_step
 from pipeline.training.params import TrainParams
 from serve.errors import UserError
@@ -148,6 +155,12 @@ def test_auto_on_a_cpu_takes_bf16_exactly_where_it_is_native() -> None:
     else:
         assert why.startswith("fp32") and "no native bf16" in why
     assert autocast_dtype("auto", CPU) == dtype
+
+
+def test_malloc_keeps_freed_buffers_where_the_c_library_is_glibc() -> None:
+    import platform
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")  # mallopt took both settings
+    assert keep_freed_memory() is keep_freed_memory()                   # once per process
 
 
 def test_cpu_precision_flags_agree_with_its_booleans_and_describe_is_one_line() -> None:
