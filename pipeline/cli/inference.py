@@ -25,7 +25,8 @@ def predict(
     probs: Path | None = typer.Option(None, help="Also write class probabilities to this CSV."),
     batch_size: int | None = typer.Option(None, help="Images per onnxruntime call \\[default: 256]."),
     provider: str | None = typer.Option(None, help="auto | cpu | cuda \\[default: auto]."),
-    threads: int | None = typer.Option(None, help="onnxruntime intra-op threads \\[default: all cores]."),
+    threads: int | None = typer.Option(None, help="CPU threads: one single-threaded onnxruntime session each, "
+                                                  "running equal slices of every batch \\[default: all cores]."),
     chunk_rows: int = typer.Option(4096, help="Rows read, predicted and written (resumably) at a time."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail instead of falling back to the CPU."),
     config: Path | None = typer.Option(None, help="Take defaults from this params file's `predict` section."),

@@ -60,7 +60,7 @@ class ShardPredictor:
         self.dir = Path(tempfile.mkdtemp(prefix="foldwise-predict-"))
         path = self.dir / "model.onnx"
         path.write_bytes(ray.get(model[0]))  # the ONNX file, from the object store
-        self.engine = Engine(path, provider=provider, threads=threads)
+        self.engine = Engine(path, provider=provider, threads=threads, data_parallel=True)  # as `foldwise predict`
         self.batch_size, self.chunk_rows, self.with_probs = batch_size, chunk_rows, with_probs
         self.node = node_id()
 
