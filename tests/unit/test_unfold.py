@@ -58,3 +58,18 @@ def test_convs_it_cannot_rewrite_exactly_are_left_alone() -> None:
     assert [a.shape for a in after] == [(2, 4, 5, 5), (2, 4, 9, 9), (2, 4, 7, 7)]
     for b, a in zip(before, after):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_after_onnxruntime_optimises_the_int8_graph_no_transpose_precedes_the_stems(tiny_onnx: Path,
+                                                                                    tmp_path: Path) -> None:
+    from pipeline.export.variants import quantize_int8
+
+    x = np.random.default_rng(2).integers(0, 256, (64, 1, 28, 28), dtype=np.uint8)
+    quantize_int8(tiny_onnx, tmp_path / "int8.onnx", x)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(tmp_path / "int8.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
+    first_conv = ops.index("QLinearConv")
+    assert "Transpose" not in ops[:first_conv]  # the patches reach the NHWC INT8 convs as they were cut
+    assert ops.count("Pad") == 1                 # and are cut once for both folds
