@@ -67,6 +67,7 @@ def gpu_present() -> bool:
 
 
 PROVIDERS = ("auto", "cpu", "cuda")  # what --provider / predict.provider may ask for
+DATA_PARALLEL_BYTES = 1 << 30  # `data_parallel`: at most this much model file in copies (one per core)
 
 
 def choose_providers(request: str = "auto") -> list[str]:
@@ -129,13 +130,16 @@ class Engine:
         offline batches): `threads` single-threaded sessions (a copy of the model each) run equal
         slices of a batch at once instead of one session splitting every operator `threads` ways;
         onnxruntime's INT8 convolution synchronises its threads once per image, which costs its graph
-        ~10% (FP32 unchanged: docs/results.md, issue 25)."""
+        ~10% (FP32 unchanged: docs/results.md, issue 25). Batches of fewer than two images per slice
+        run on the first slice alone; a model whose copies would pass DATA_PARALLEL_BYTES keeps one
+        session with `threads`."""
         self.path = Path(model_path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: model file not found")
         self.spinning = spinning
         cores = threads or usable_cores()
-        slices = cores if data_parallel and cores > 1 and choose_providers(provider)[0] == "CPUExecutionProvider" else 1
+        slices = cores if (data_parallel and cores > 1 and cores * self.path.stat().st_size <= DATA_PARALLEL_BYTES
+                           and choose_providers(provider)[0] == "CPUExecutionProvider") else 1
         self.session = self._open(provider, 1 if slices > 1 else threads)
         self.provider = self.session.get_providers()[0]
         self.slices = [self.session] + [self._open("cpu", 1) for _ in range(slices - 1)]

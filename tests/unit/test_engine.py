@@ -41,3 +41,12 @@ def test_data_parallel_runs_equal_slices_on_single_threaded_sessions_with_the_sa
     np.testing.assert_allclose(engine.predict(images[:5]), whole[:5], rtol=0, atol=1e-6)  # < 2 per slice: one
     assert len(Engine(tiny_onnx, threads=1, data_parallel=True).slices) == 1      # one thread: nothing to split
     assert len(Engine(tiny_onnx, threads=2).slices) == 1                          # off by default
+
+
+def test_data_parallel_keeps_one_session_where_the_copies_would_pass_the_memory_cap(tiny_onnx: Path,
+                                                                                   monkeypatch) -> None:
+    import serve.engine
+    monkeypatch.setattr(serve.engine, "DATA_PARALLEL_BYTES", 2 * tiny_onnx.stat().st_size)
+    assert len(Engine(tiny_onnx, threads=2, data_parallel=True).slices) == 2      # two copies fit
+    engine = Engine(tiny_onnx, threads=3, data_parallel=True)                      # three do not
+    assert len(engine.slices) == 1 and engine.session.get_session_options().intra_op_num_threads == 3
