@@ -56,9 +56,11 @@ def test_validate_names_a_bad_placement(tmp_path: Path, field: str, value: int, 
 
 
 def test_process_tree_and_rss_cover_child_processes() -> None:
+    # the child reports the grandchild's pid once the grandchild's Python is up (just after exec its RSS is a
+    # few KiB: the race that failed this test once in a fresh-clone CI run)
     child = ("import subprocess, sys, time; "
-             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
-             "print(p.pid, flush=True); time.sleep(30)")
+             "p = subprocess.Popen([sys.executable, '-c', 'import time; print(1, flush=True); time.sleep(30)'], "
+             "stdout=subprocess.PIPE); p.stdout.readline(); print(p.pid, flush=True); time.sleep(30)")
     parent = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
     try:
         grandchild = int(parent.stdout.readline())
