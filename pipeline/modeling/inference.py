@@ -19,7 +19,8 @@ def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, ba
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2))).to(device)
+        # a copy: a slice of a read-only memmap stays read-only after a no-op transpose (one channel)
+        x = torch.from_numpy(np.array(images[start:start + batch_size].transpose(0, 3, 1, 2), order="C")).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():

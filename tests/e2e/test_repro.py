@@ -366,7 +366,7 @@ def test_pseudo_label_rounds_and_the_student_run_as_dvc_stages(repro) -> None:
     assert res.returncode == 0, res.stderr
     assert pd.read_csv(out, dtype=str)["id"].tolist() == pd.read_csv(project / "submissions/submission.csv",
                                                                       dtype=str)["id"].tolist()
-    assert (pd.read_csv(probs).iloc[:, 1:].sum(1) - 1.0).abs().max() < 1e-4
+    assert (pd.read_csv(probs).iloc[:, 1:].sum(axis=1) - 1.0).abs().max() < 1e-4
 
     params["train"]["pseudo_labels"]["weight"] = 0.5
     params["distill"]["temperature"] = 3.0
