@@ -6,16 +6,18 @@ Every fold model's first conv reads the same one-channel image: a 3x3 kernel ove
 matrix product with K = 9, which onnxruntime's INT8 convolution (im2col, then a u8s8 GEMM and a
 requantisation per output) ran at a quarter of its FP32 speed: a quarter of the INT8 graph's time
 for 0.7% of its operations (per-layer profile in docs/results.md, issue 25). Here the patches are
-cut once for all folds (Pad, kh*kw Slices, Concat: channel (i*kw + j)*C + c holds input channel c
-shifted by (i, j)) and each such conv becomes a 1x1 conv over them with the same weights
-reordered: the same sums, the same outputs (max |diff| ~1e-8 in FP32), and in INT8 a plain GEMM
-with no im2col of its own. The patch tensor gets copies of its first window up to a multiple of
-ALIGN channels, with zero weights (the same sums again): onnxruntime's symmetric INT8 convolution,
-which reads NHWC input directly, takes only convs whose input channels are a multiple of 4 (9 was
-not). A one-channel image is cut channels-last (its [N, H, W, 1] view is a reshape), so the
-transpose to NHWC that onnxruntime puts before its INT8 convs cancels against the graph's own
-transpose back; cut in NCHW, that transpose of the patch tensor took 7-11% of the graph's time.
-Measured side by side on a VNNI CPU: docs/results.md (issue 25, 2026-12-04).
+cut once for all folds, by one conv with one-hot kernels (channel (i*kw + j)*C + c holds input
+channel c shifted by (i, j); each output is one input times 1.0 plus zeros, exact in FP32), and each
+such stem becomes a 1x1 conv over them with the same weights reordered: the same sums, the same
+outputs, and in INT8 a plain GEMM with no im2col of its own. The patch conv stays in FP32
+(quantize_int8 leaves convs named *_patches_conv out; as a one-channel QLinearConv it would be the
+slow case again), and onnxruntime runs it with its NCHWc kernel straight into the NHWC layout of the
+INT8 convs. The patch tensor gets zero channels up to a multiple of ALIGN (zero weights: the same
+sums again): onnxruntime's symmetric INT8 convolution, which reads NHWC input directly, takes only
+convs whose input channels are a multiple of 4 (9 was not). Earlier forms, each measured side by
+side on a VNNI CPU (docs/results.md, issue 25, 2026-12-04): Pad + 9 Slices + Concat in NCHW (its
+transpose to NHWC took 7-11% of the graph), the same cut channels-last (an element-by-element
+Concat, 5%), both slower than this.
 
 Only convs with C*kh*kw <= MAX_PATCH (grayscale 3x3 stems), stride 1, dilation 1, group 1, explicit
 or no padding, and weights stored as initializers are rewritten; the FP32 and FP16 graphs keep their
@@ -41,7 +43,7 @@ def _attrs(node: onnx.NodeProto) -> dict:
 
 def _unfoldable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> tuple[int, int, int, list[int]] | None:
     """(C, kh, kw, pads) of a conv this pass rewrites, else None."""
-    if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
+    if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits or node.name.endswith(PATCHES_CONV):
         return None
     if len(node.input) == 3 and node.input[2] not in inits:
         return None
@@ -58,49 +60,26 @@ def _unfoldable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> tup
 
 
 def _channels(windows: int, c: int) -> int:
-    """Channels of the patch tensor: `windows` windows of `c` channels, plus whole windows up to a multiple of ALIGN."""
-    while windows * c % ALIGN:
-        windows += 1
-    return windows * c
+    """Channels of the patch tensor: `windows` windows of `c` channels, plus zero channels up to a multiple of ALIGN."""
+    return -(-windows * c // ALIGN) * ALIGN
+
+
+PATCHES_CONV = "_patches_conv"  # name suffix of the convs that cut the patches (quantize_int8 leaves them in FP32)
 
 
 def _patch_nodes(src: str, c: int, kh: int, kw: int, pads: list[int], tag: str,
                  graph: onnx.GraphProto) -> tuple[list[onnx.NodeProto], str]:
-    """Pad `src` [N, C, H, W], then Concat of its kh*kw shifted [N, C, H', W'] windows (and copies of the
-    first up to a multiple of ALIGN channels) -> [N, K, H', W']. One channel: cut channels-last from a
-    reshape and transposed back at the end, a transpose that onnxruntime's NHWC INT8 convs cancel."""
-    const = lambda name, values: graph.initializer.append(  # noqa: E731
-        numpy_helper.from_array(np.asarray(values, np.int64), name))
-    top, left, bottom, right = pads[0], pads[1], pads[2], pads[3]
-    nodes, last = [], c == 1
-    if last:  # [N, 1, H, W] -> [N, H, W, 1]: a reshape, so the optimizer finds no transpose to push back
-        const(f"{tag}_c_axis", [1])
-        const(f"{tag}_last_axis", [3])
-        nodes.append(helper.make_node("Squeeze", [src, f"{tag}_c_axis"], [f"{tag}_hw"], name=f"{tag}_squeeze"))
-        nodes.append(helper.make_node("Unsqueeze", [f"{tag}_hw", f"{tag}_last_axis"], [f"{tag}_nhwc"],
-                                      name=f"{tag}_unsqueeze"))
-        src = f"{tag}_nhwc"
-    const(f"{tag}_pads", [0, top, left, 0, 0, bottom, right, 0] if last else [0, 0, top, left, 0, 0, bottom, right])
-    nodes.append(helper.make_node("Pad", [src, f"{tag}_pads"], [f"{tag}_padded"], name=f"{tag}_pad"))
-    const(f"{tag}_axes", [1, 2] if last else [2, 3])
-    windows = []
-    for i in range(kh):
-        for j in range(kw):
-            # rows i .. i + H' - 1 of the padded image: end is counted from the end (H' = Hp - kh + 1)
-            const(f"{tag}_s{i}{j}", [i, j])
-            const(f"{tag}_e{i}{j}", [i - kh + 1 or np.iinfo(np.int64).max, j - kw + 1 or np.iinfo(np.int64).max])
-            out = f"{tag}_w{i}{j}"
-            nodes.append(helper.make_node("Slice", [f"{tag}_padded", f"{tag}_s{i}{j}", f"{tag}_e{i}{j}", f"{tag}_axes"],
-                                          [out], name=f"{tag}_slice{i}{j}"))
-            windows.append(out)
-    windows += [windows[0]] * (_channels(kh * kw, c) // c - len(windows))
-    if not last:
-        nodes.append(helper.make_node("Concat", windows, [f"{tag}_patches"], name=f"{tag}_concat", axis=1))
-        return nodes, f"{tag}_patches"
-    nodes.append(helper.make_node("Concat", windows, [f"{tag}_patches_nhwc"], name=f"{tag}_concat", axis=3))
-    nodes.append(helper.make_node("Transpose", [f"{tag}_patches_nhwc"], [f"{tag}_patches"], name=f"{tag}_to_nchw",
-                                  perm=[0, 3, 1, 2]))
-    return nodes, f"{tag}_patches"
+    """One conv with one-hot kernels: `src` [N, C, H, W] -> patches [N, K, H', W'], channel (i*kw + j)*C + c
+    holding input channel c shifted by (i, j), then zero channels up to K, a multiple of ALIGN."""
+    k = _channels(kh * kw, c)
+    onehot = np.zeros((k, c, kh, kw), np.float32)
+    for ch in range(kh * kw * c):
+        window, channel = divmod(ch, c)
+        onehot[ch, channel, window // kw, window % kw] = 1.0
+    graph.initializer.append(numpy_helper.from_array(onehot, f"{tag}_onehot"))
+    node = helper.make_node("Conv", [src, f"{tag}_onehot"], [f"{tag}_patches"], name=f"{tag}{PATCHES_CONV}",
+                            kernel_shape=[kh, kw], pads=pads)
+    return [node], f"{tag}_patches"
 
 
 def unfold_narrow_stems(model: onnx.ModelProto) -> int:

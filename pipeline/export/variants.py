@@ -17,7 +17,7 @@ import onnx
 
 from pipeline.evaluation.metrics import Metric
 from pipeline.export.oof import own_fold_probs
-from pipeline.export.unfold import unfold_narrow_stems
+from pipeline.export.unfold import PATCHES_CONV, unfold_narrow_stems
 from serve.errors import first_line
 
 
@@ -83,9 +83,10 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
         onnx.save(model, str(unfolded))
         src = unfolded
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    patch_convs = [n.name for n in onnx.load(str(pre)).graph.node if n.name.endswith(PATCHES_CONV)]
     quantize_static(str(pre), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=True, op_types_to_quantize=INT8_OP_TYPES)
+                    reduce_range=True, op_types_to_quantize=INT8_OP_TYPES, nodes_to_exclude=patch_convs)
     pre.unlink()
     unfolded.unlink(missing_ok=True)
 
