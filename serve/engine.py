@@ -144,8 +144,8 @@ class Engine:
         self.provider = self.session.get_providers()[0]
         self.slices = [self.session] + [self._open("cpu", 1) for _ in range(slices - 1)]
         self._pool = ThreadPoolExecutor(slices - 1, thread_name_prefix="foldwise-slice") if slices > 1 else None
-        cpu_pool = self.provider == "CPUExecutionProvider" and threads != 1 and slices == 1
-        self.small_batch = small_batch if cpu_pool else 0
+        one_multithreaded_cpu_session = self.provider == "CPUExecutionProvider" and threads != 1 and slices == 1
+        self.small_batch = small_batch if one_multithreaded_cpu_session else 0
         self.small_session = self._open("cpu", 1) if self.small_batch else None
         if require_gpu and self.provider != "CUDAExecutionProvider":
             raise UserError(f"--require-gpu: onnxruntime runs {self.path.name} on {self.provider}, not CUDA "

@@ -11,13 +11,13 @@ channel c shifted by (i, j); each output is one input times 1.0 plus zeros, exac
 such stem becomes a 1x1 conv over them with the same weights reordered: the same sums, the same
 outputs, and in INT8 a plain GEMM with no im2col of its own. The patch conv stays in FP32
 (quantize_int8 leaves convs named *_patches_conv out; as a one-channel QLinearConv it would be the
-slow case again), and onnxruntime runs it with its NCHWc kernel straight into the NHWC layout of the
-INT8 convs. The patch tensor gets zero channels up to a multiple of ALIGN (zero weights: the same
-sums again): onnxruntime's symmetric INT8 convolution, which reads NHWC input directly, takes only
-convs whose input channels are a multiple of 4 (9 was not). Earlier forms, each measured side by
-side on a VNNI CPU (docs/results.md, issue 25, 2026-12-04): Pad + 9 Slices + Concat in NCHW (its
-transpose to NHWC took 7-11% of the graph), the same cut channels-last (an element-by-element
-Concat, 5%), both slower than this.
+slow case again); onnxruntime runs it with its NCHWc kernel, then quantises the patches and
+transposes them (uint8) into the NHWC layout of the INT8 convs. The patch tensor gets zero channels
+up to a multiple of ALIGN (zero weights: the same sums again): onnxruntime's symmetric INT8
+convolution, which reads NHWC input directly, takes only convs whose input channels are a multiple
+of 4 (9 was not). Earlier forms, each measured side by side on a VNNI CPU (docs/results.md, issue
+25, 2026-12-04): Pad + 9 Slices + Concat in NCHW, and the same cut channels-last (no transpose
+left, but an element-by-element Concat that took 5%): both slower than this.
 
 Only convs with C*kh*kw <= MAX_PATCH (grayscale 3x3 stems), stride 1, dilation 1, group 1, explicit
 or no padding, and weights stored as initializers are rewritten; the FP32 and FP16 graphs keep their
@@ -34,6 +34,7 @@ from onnx import helper, numpy_helper
 
 _logger = logging.getLogger(__name__)
 ALIGN = 4  # patch channels padded to a multiple of this: onnxruntime's symmetric INT8 conv (no im2col) needs it
+PATCHES_CONV = "_patches_conv"  # name suffix of the convs that cut the patches (quantize_int8 leaves them in FP32)
 MAX_PATCH = 9  # C * kh * kw: the one-channel 3x3 stem (measured); wider inputs keep onnxruntime's own im2col
 
 
@@ -63,8 +64,6 @@ def _channels(windows: int, c: int) -> int:
     """Channels of the patch tensor: `windows` windows of `c` channels, plus zero channels up to a multiple of ALIGN."""
     return -(-windows * c // ALIGN) * ALIGN
 
-
-PATCHES_CONV = "_patches_conv"  # name suffix of the convs that cut the patches (quantize_int8 leaves them in FP32)
 
 
 def _patch_nodes(src: str, c: int, kh: int, kw: int, pads: list[int], tag: str,
@@ -103,7 +102,7 @@ def unfold_narrow_stems(model: onnx.ModelProto) -> int:
             w = numpy_helper.to_array(inits[conv.input[1]])
             name = f"{conv.input[1]}_unfolded"
             w = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-            w = np.pad(w, ((0, 0), (0, _channels(kh * kw, c) - w.shape[1])))  # the copies: zero weights
+            w = np.pad(w, ((0, 0), (0, _channels(kh * kw, c) - w.shape[1])))  # the zero channels: zero weights
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, :, None, None]), name))
             replaced[id(conv)] = helper.make_node("Conv", [patches, name, *conv.input[2:]], list(conv.output),
                                                   name=f"{conv.name}_1x1", kernel_shape=[1, 1])

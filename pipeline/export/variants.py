@@ -67,7 +67,8 @@ INT8_OP_TYPES = ["Conv", "MatMul", "Gemm", "Relu", "MaxPool"]
 
 def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
     """Static QDQ quantisation: uint8 activations, int8 per-channel weights with 7-bit range, after
-    grayscale stems become 1x1 convs over shared patches (pipeline/export/unfold.py).
+    grayscale stems become 1x1 convs over shared patches (pipeline/export/unfold.py); the conv that cuts
+    the patches stays in FP32.
 
     reduce_range stays on: on CPUs without VNNI (AVX2 only) onnxruntime's u8s8 kernels use
     vpmaddubsw, whose 16-bit sums saturate with full 8-bit weights (measured here: argmax agreement
@@ -83,10 +84,10 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
         onnx.save(model, str(unfolded))
         src = unfolded
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    patch_convs = [n.name for n in onnx.load(str(pre)).graph.node if n.name.endswith(PATCHES_CONV)]
     quantize_static(str(pre), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=True, op_types_to_quantize=INT8_OP_TYPES, nodes_to_exclude=patch_convs)
+                    reduce_range=True, op_types_to_quantize=INT8_OP_TYPES,
+                    nodes_to_exclude=[n.name for n in model.graph.node if n.name.endswith(PATCHES_CONV)])
     pre.unlink()
     unfolded.unlink(missing_ok=True)
 

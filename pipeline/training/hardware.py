@@ -98,8 +98,8 @@ def keep_freed_memory() -> bool:
     mapping and unmaps it when freed, and trims the heap's free top, so every training step's
     activations and gradients fault their pages in again on first touch: on 2 Zen 4 cores the
     zero-fill of one max-pool's gradient (128 x 32 x 28 x 28) took 10 ms of a ~50 ms bf16 step.
-    With the thresholds raised the buffers stay mapped: bf16 training +15-28% there (docs/results.md,
-    issue 25). Process-wide, once; a no-op where the C library has no `mallopt` (macOS, musl)."""
+    With the thresholds raised the buffers stay mapped: the real bf16 training loop ran +16-18% there
+    (docs/results.md, issue 25). Process-wide, once; a no-op where the C library has no `mallopt` (macOS, musl)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -30,7 +30,7 @@ def test_the_folds_stems_share_one_patch_tensor_and_the_outputs_are_unchanged(ti
     assert len(stems) == 2 and all(helper.get_attribute_value(a) == [1, 1] for n in stems for a in n.attribute
                                    if a.name == "kernel_shape")
     inits = {t.name: t for t in model.graph.initializer}
-    assert {tuple(inits[n.input[1]].dims[1:]) for n in stems} == {(12, 1, 1)}  # 9 taps + 3 zero-weight copies (ALIGN)
+    assert {tuple(inits[n.input[1]].dims[1:]) for n in stems} == {(12, 1, 1)}  # 9 taps + 3 zero channels (ALIGN)
     path = tmp_path / "unfolded.onnx"
     onnx.save(model, str(path))
     assert fold_outputs(path, 2) == fold_outputs(tiny_onnx, 2)  # still scored fold by fold
