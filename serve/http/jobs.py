@@ -59,14 +59,31 @@ def count_csv_rows(path: Path) -> int:
     return max(0, lines + (last != b"\n") - 1)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class JobStore:
     """Job folders under `root`; every read goes to disk (so all worker processes agree)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(".new-*"):  # uploads cut short by a crash
-            shutil.rmtree(stale, ignore_errors=True)
+        self.sweep_stale_uploads()
+
+    def sweep_stale_uploads(self) -> None:
+        """Remove the folders of uploads cut short by a crash: those whose process is gone. Another
+        worker process (or server) on the same folder may be receiving an upload right now."""
+        for folder in self.root.glob(".new-*"):
+            pid = folder.name.split("-")[1]
+            if not (pid.isdigit() and _alive(int(pid))):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def folder(self, job_id: str) -> Path:
         if not JOB_ID.match(job_id):
@@ -75,7 +92,7 @@ class JobStore:
 
     def _new(self) -> tuple[str, Path]:
         job_id = secrets.token_hex(8)
-        tmp = self.root / f".new-{job_id}"
+        tmp = self.root / f".new-{os.getpid()}-{job_id}"  # the pid: sweep_stale_uploads spares live uploads
         tmp.mkdir()
         return job_id, tmp
 

@@ -234,7 +234,8 @@ def test_a_sigkilled_job_resumes_and_ends_byte_identical(tiny_onnx: Path, real_s
             if seen["rows_done"] >= 450:
                 break
             time.sleep(0.02)
-        assert seen["state"] == "running" and seen["rows_total"] == 2400 and seen["images_per_second"] > 0, seen
+        assert seen["state"] == "running" and seen["rows_total"] == 2400 and seen["images_per_second"] > 0, \
+            f"{json.dumps(seen)}\n{server.log.read_text()[-3000:]}"
         assert seen["eta_seconds"] is not None
         server.kill()  # SIGKILL: no shutdown handler runs
     finally:
