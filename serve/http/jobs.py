@@ -41,6 +41,7 @@ from serve.predict import Interrupted, predict_file
 
 _logger = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+UPLOAD_FOLDER = re.compile(r"^\.new-(\d{1,9})-[0-9a-f]{16}$")  # JobStore._new: the receiving process's pid, the job id
 UPLOAD_SUFFIXES = (".csv", ".npy")
 ACTIVE = ("queued", "running")
 
@@ -81,8 +82,8 @@ class JobStore:
         """Remove the folders of uploads cut short by a crash: those whose process is gone. Another
         worker process (or server) on the same folder may be receiving an upload right now."""
         for folder in self.root.glob(".new-*"):
-            pid = folder.name.split("-")[1]
-            if not (pid.isdigit() and _alive(int(pid))):
+            upload = UPLOAD_FOLDER.match(folder.name)
+            if not (upload and _alive(int(upload[1]))):
                 shutil.rmtree(folder, ignore_errors=True)
 
     def folder(self, job_id: str) -> Path:
