@@ -138,15 +138,16 @@ class Engine:
             raise UserError(f"{self.path}: model file not found")
         self.spinning = spinning
         cores = threads or usable_cores()
+        providers, cpu = choose_providers(provider), ["CPUExecutionProvider"]
         slices = cores if (data_parallel and cores > 1 and cores * self.path.stat().st_size <= DATA_PARALLEL_BYTES
-                           and choose_providers(provider)[0] == "CPUExecutionProvider") else 1
-        self.session = self._open(provider, 1 if slices > 1 else threads)
+                           and providers == cpu) else 1
+        self.session = self._open(providers, 1 if slices > 1 else threads)
         self.provider = self.session.get_providers()[0]
-        self.slices = [self.session] + [self._open("cpu", 1) for _ in range(slices - 1)]
+        self.slices = [self.session] + [self._open(cpu, 1) for _ in range(slices - 1)]
         self._pool = ThreadPoolExecutor(slices - 1, thread_name_prefix="foldwise-slice") if slices > 1 else None
         one_multithreaded_cpu_session = self.provider == "CPUExecutionProvider" and threads != 1 and slices == 1
         self.small_batch = small_batch if one_multithreaded_cpu_session else 0
-        self.small_session = self._open("cpu", 1) if self.small_batch else None
+        self.small_session = self._open(cpu, 1) if self.small_batch else None
         if require_gpu and self.provider != "CUDAExecutionProvider":
             raise UserError(f"--require-gpu: onnxruntime runs {self.path.name} on {self.provider}, not CUDA "
                             f"(available: {', '.join(ort.get_available_providers())}; GPU present: {gpu_present()})")
@@ -161,7 +162,7 @@ class Engine:
                             f"uint8 [N, {c}, {h}, {w}] as written by `foldwise export`")
         _logger.info("model %s on %s", self.path, self.provider)
 
-    def _open(self, provider: str, threads: int | None) -> ort.InferenceSession:
+    def _open(self, providers: list[str], threads: int | None) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
@@ -170,7 +171,7 @@ class Engine:
         if not self.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(str(self.path), options, providers=choose_providers(provider))
+            return ort.InferenceSession(str(self.path), options, providers=providers)
         except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph,
                 ort.capi.onnxruntime_pybind11_state.Fail) as exc:

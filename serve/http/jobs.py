@@ -60,14 +60,23 @@ def count_csv_rows(path: Path) -> int:
     return max(0, lines + (last != b"\n") - 1)
 
 
-def _alive(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited: a zombie (ended, not yet reaped by its parent)
+    counts as gone, where os.kill(pid, 0) alone would call it alive; another user's process counts
+    as running. Linux reads the state from /proc; elsewhere os.kill alone decides."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # it ended in between, or there is no /proc (macOS): os.kill decides
+        return not Path("/proc/self").exists()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] != "Z"  # the state follows the command name, which may hold spaces
 
 
 class JobStore:
@@ -83,7 +92,7 @@ class JobStore:
         worker process (or server) on the same folder may be receiving an upload right now."""
         for folder in self.root.glob(".new-*"):
             upload = UPLOAD_FOLDER.match(folder.name)
-            if not (upload and _alive(int(upload[1]))):
+            if not (upload and process_running(int(upload[1]))):
                 shutil.rmtree(folder, ignore_errors=True)
 
     def folder(self, job_id: str) -> Path:

@@ -25,6 +25,7 @@ from helpers.cli import assert_one_line_error, run_cli
 from helpers.server import Server, assert_json_error
 from serve.engine import Engine
 from serve.http.config import AUTO_WORKERS, SMALL_BATCH
+from serve.http.jobs import process_running
 from serve.http.loadgen import process_tree
 from serve.predict import predict_file
 
@@ -295,15 +296,6 @@ def test_a_full_queue_answers_429_and_shutdown_finishes_requests_in_flight(tiny_
     assert first["r"].status_code == 200 and len(first["r"].json()["outputs"][0]["data"]) == 80
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's exit is reaped by whatever PID 1 the machine has)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def test_the_default_cpu_server_runs_a_worker_per_core_and_they_stop_when_it_is_killed(tiny_onnx: Path,
                                                                                         tmp_path: Path) -> None:
     server = Server(tiny_onnx, tmp_path, "--jobs-dir", str(tmp_path / "jobs"))
@@ -318,9 +310,9 @@ def test_the_default_cpu_server_runs_a_worker_per_core_and_they_stop_when_it_is_
     server.proc.kill()  # SIGKILL to the supervisor only: its workers must not serve on as orphans
     server.proc.wait()
     deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and any(map(_running, children)):
+    while time.monotonic() < deadline and any(map(process_running, children)):
         time.sleep(0.1)
-    assert not [pid for pid in children if _running(pid)]
+    assert not [pid for pid in children if process_running(pid)]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/v2/health/live", timeout=5)
 

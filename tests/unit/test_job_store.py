@@ -7,9 +7,10 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from serve.http.jobs import JobStore
+from serve.http.jobs import JobStore, process_running
 
 
 def test_a_starting_worker_spares_an_upload_another_live_worker_is_receiving(tmp_path: Path) -> None:
@@ -38,3 +39,26 @@ def test_the_upload_of_a_process_that_died_is_removed_at_the_next_start(tmp_path
     job = store.create_from_file(io.BytesIO(b"id,pixel0\n1,0\n"), "x.csv")
     assert store.input_path(job).read_bytes() == b"id,pixel0\n1,0\n"
     assert not list(tmp_path.glob(".new-*"))
+
+
+def test_a_zombie_counts_as_gone_and_a_live_child_as_running(tmp_path: Path) -> None:
+    """A worker that exited but was not yet reaped (a zombie) left its upload for good: os.kill(pid, 0)
+    succeeds on a zombie, so the sweep took it for alive."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert process_running(child.pid)
+        upload = tmp_path / f".new-{child.pid}-0123456789abcdef"
+        upload.mkdir()
+        JobStore(tmp_path)
+        assert upload.exists()  # its process is still receiving
+        child.stdin.close()  # it exits; not reaped until wait()
+        deadline = time.monotonic() + 30
+        while process_running(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not process_running(child.pid)
+        assert Path(f"/proc/{child.pid}").exists()  # a zombie: ended, its entry kept until wait() reaps it
+        JobStore(tmp_path)
+        assert not upload.exists()
+    finally:
+        child.wait(timeout=30)
+    assert not process_running(child.pid)
