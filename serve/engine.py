@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ class Engine:
         self.provider = self.session.get_providers()[0]
         self.slices = [self.session] + [self._open(cpu, 1) for _ in range(slices - 1)]
         self._pool = ThreadPoolExecutor(slices - 1, thread_name_prefix="foldwise-slice") if slices > 1 else None
+        # the slices' thread stops on close() or when the engine is garbage-collected, whichever comes first
+        self._close = weakref.finalize(self, self._pool.shutdown) if self._pool else lambda: None
         one_multithreaded_cpu_session = self.provider == "CPUExecutionProvider" and threads != 1 and slices == 1
         self.small_batch = small_batch if one_multithreaded_cpu_session else 0
         self.small_session = self._open(cpu, 1) if self.small_batch else None
@@ -202,6 +205,18 @@ class Engine:
         except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
             raise UserError(f"{self.path}: missing foldwise metadata ({exc}); "
                             "export it with `foldwise export`") from None
+
+    def close(self) -> None:
+        """Stop the data-parallel slices' thread; idempotent. `predict` still runs afterwards, on the first
+        session alone (the sessions are freed with the engine)."""
+        self._close()
+        self._pool = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities `[N, num_classes]` for uint8 images `[N, C, H, W]`."""

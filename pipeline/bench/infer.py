@@ -87,6 +87,9 @@ def bench_infer(batch_sizes: tuple[int, ...] = (1, 64, 512), threads: int | None
         rows.append(row)
         _logger.info("batch %d: eager %.0f, fp32 %.0f, int8 %.0f images/s", bs, row["torch_eager"],
                      row["onnx_fp32"], row["onnx_int8"])
+    for engine in engines.values():
+        engine.close()
+    tmp.cleanup()
     return rows
 
 

@@ -122,8 +122,8 @@ def offline_rate(model: Path, shape: tuple[int, int, int], threads: int | None, 
     if not npy.exists():
         np.save(npy, np.random.default_rng(0).integers(0, 256, (n, h, w, c), dtype=np.uint8))
     out.unlink(missing_ok=True)
-    engine = Engine(model, threads=threads, spinning=spinning, data_parallel=True)  # as predict opens it
-    return predict_file(model, npy, out, batch_size=256, engine=engine).images_per_second
+    with Engine(model, threads=threads, spinning=spinning, data_parallel=True) as engine:  # as predict opens it
+        return predict_file(model, npy, out, batch_size=256, engine=engine).images_per_second
 
 
 def offline_pair(model: Path, shape, threads: int | None, n: int, workdir: Path) -> dict[str, float]:

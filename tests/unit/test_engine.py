@@ -50,3 +50,26 @@ def test_data_parallel_keeps_one_session_where_the_copies_would_pass_the_memory_
     assert len(Engine(tiny_onnx, threads=2, data_parallel=True).slices) == 2      # two copies fit
     engine = Engine(tiny_onnx, threads=3, data_parallel=True)                      # three do not
     assert len(engine.slices) == 1 and engine.session.get_session_options().intra_op_num_threads == 3
+
+
+def _slice_threads() -> int:
+    import threading
+    return sum(t.name.startswith("foldwise-slice") for t in threading.enumerate())
+
+
+def test_the_slices_thread_stops_on_close_and_when_the_engine_is_collected(tiny_onnx: Path) -> None:
+    import gc
+    images = np.random.default_rng(2).integers(0, 256, (8, 1, 28, 28), dtype=np.uint8)
+    before = _slice_threads()
+    with Engine(tiny_onnx, threads=2, data_parallel=True) as engine:
+        whole = engine.predict(images)
+        assert _slice_threads() == before + 1
+    assert _slice_threads() == before
+    np.testing.assert_allclose(engine.predict(images), whole, rtol=0, atol=1e-6)  # after close: one session
+    engine.close()  # idempotent
+    dropped = Engine(tiny_onnx, threads=2, data_parallel=True)
+    dropped.predict(images)
+    assert _slice_threads() == before + 1
+    del dropped
+    gc.collect()
+    assert _slice_threads() == before
