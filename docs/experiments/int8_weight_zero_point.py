@@ -4,8 +4,8 @@
 
 onnxruntime's QLinearConv takes MlasConvSym (an AVX-512 VNNI kernel, no im2col) when every weight
 zero point is 0, and otherwise im2col + MlasGemm u8s8, which MLAS runs on AMX tiles where the CPU has
-amx_int8. This script quantises two 3x3 convs + ReLU the way export does (QDQ, uint8 activations,
-int8 per-channel 7-bit weights), then writes a second graph whose int8 weights and weight zero
+amx_int8. This script quantises two 3x3 convs + ReLU with export's own `quantize_int8` (QDQ, uint8
+activations, int8 per-channel 7-bit weights), then writes a second graph whose int8 weights and weight zero
 points are both shifted by +1: w - zp is unchanged, so the outputs must match exactly, but the
 non-zero zero point moves the convs to the other kernel. It prints the median of 5 timed runs at
 batch 512 on 2 threads for FP32, INT8 (symmetric) and INT8 (shifted). Recorded in docs/results.md.
@@ -20,17 +20,10 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+from pipeline.export.variants import quantize_int8
 
 BATCH, THREADS, ROUNDS = 512, 2, 5
-
-
-class _Rows(CalibrationDataReader):
-    def __init__(self, x: np.ndarray) -> None:
-        self._it = iter([{"x": x[i:i + 64]} for i in range(0, len(x), 64)])
-
-    def get_next(self):
-        return next(self._it, None)
 
 
 def _shift_weight_zero_points(model: onnx.ModelProto) -> int:
@@ -53,11 +46,11 @@ def _median_ms(path: Path, x: np.ndarray) -> tuple[float, np.ndarray]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = THREADS
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {"x": x})[0]
+    out = sess.run(None, {"images": x})[0]
     times = []
     for _ in range(ROUNDS):
         t = time.perf_counter()
-        sess.run(None, {"x": x})
+        sess.run(None, {"images": x})
         times.append((time.perf_counter() - t) * 1e3)
     return float(np.median(times)), out
 
@@ -68,11 +61,9 @@ def main(cin: int, cout: int, hw: int) -> None:
     x = np.random.default_rng(0).standard_normal((BATCH, cin, hw, hw)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, sym, shifted = (Path(tmp) / f"{n}.onnx" for n in ("fp32", "sym", "shifted"))
-        torch.onnx.export(net, torch.from_numpy(x[:1]), str(fp32), input_names=["x"],
-                          dynamic_axes={"x": {0: "n"}}, dynamo=False)
-        quantize_static(str(fp32), str(sym), _Rows(x[:256]), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, reduce_range=True)
+        torch.onnx.export(net, torch.from_numpy(x[:1]), str(fp32), input_names=["images"],
+                          dynamic_axes={"images": {0: "n"}}, dynamo=False)
+        quantize_int8(fp32, sym, x[:256])  # float input here; export's graphs take uint8
         model = onnx.load(str(sym))
         assert _shift_weight_zero_points(model) == 2
         onnx.save(model, str(shifted))

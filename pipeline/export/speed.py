@@ -17,14 +17,15 @@ def measure_speed(paths: dict[str, Path], images_nchw: np.ndarray, batch: int, r
                   min_seconds: float = 0.4) -> dict:
     """images/s of each graph with predict's engine (its provider, threads and data-parallel slices), on the
     same batches, interleaved rounds with alternating order (median), so load drift hits every graph alike."""
+    x = images_nchw[:batch]
     with ExitStack() as stack:  # closes the engines' slice threads, also when one fails to open
         engines = {name: stack.enter_context(Engine(path, provider="auto", data_parallel=True))
                    for name, path in paths.items()}
-        rates = _interleaved_rates(engines, images_nchw[:batch], rounds, min_seconds)
+        rates = _interleaved_rates(engines, x, rounds, min_seconds)
     speed = {name: round(float(np.median(v)), 1) for name, v in rates.items()}
     providers = {engine.provider for engine in engines.values()}
     return {"provider": providers.pop() if len(providers) == 1 else "mixed",
-            "batch": int(min(batch, len(images_nchw))), "images_per_second": speed,
+            "batch": int(len(x)), "images_per_second": speed,
             "vs_fp32": {name: round(v / speed["fp32"], 3) for name, v in speed.items()}}
 
 

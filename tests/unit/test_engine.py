@@ -1,6 +1,8 @@
 """serve/engine.py: the onnxruntime session, the provider it really got, the graph's metadata."""
 from __future__ import annotations
 
+import gc
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +55,10 @@ def test_data_parallel_keeps_one_session_where_the_copies_would_pass_the_memory_
 
 
 def _slice_threads() -> int:
-    import threading
     return sum(t.name.startswith("foldwise-slice") for t in threading.enumerate())
 
 
 def test_the_slices_thread_stops_on_close_and_when_the_engine_is_collected(tiny_onnx: Path) -> None:
-    import gc
     images = np.random.default_rng(2).integers(0, 256, (8, 1, 28, 28), dtype=np.uint8)
     before = _slice_threads()
     with Engine(tiny_onnx, threads=2, data_parallel=True) as engine:
